@@ -1,0 +1,1 @@
+//! Sans-IO SMTP protocol cores.
