@@ -1,0 +1,1 @@
+//! IPC between the daemon processes (being written).

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what rsmtpd's tests need on a fresh Debian machine with the Rust
+# toolchain: Debian packages, and (as root) the system users the daemon
+# drops to. Safe to run again. Called by the README's set-up and by .ci/run.
+set -euo pipefail
+
+packages=(swaks openssl python3 strace)
+
+need=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+    if [ ${#need[@]} -gt 0 ]; then
+        echo "setup: not root; install these first: sudo apt-get install ${need[*]}" >&2
+    fi
+    echo "setup: not root; tests that need root (privilege drops) will be skipped" >&2
+    exit 0
+fi
+
+if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The unprivileged users of the process split (docs/architecture.md):
+# _smtpd runs the network-facing roles, _smtpq owns the spool.
+for u in _smtpd _smtpq; do
+    if ! getent passwd "$u" >/dev/null; then
+        useradd --system --no-create-home --home-dir /var/empty \
+            --shell /usr/sbin/nologin "$u"
+    fi
+done
+echo "setup: ok"
