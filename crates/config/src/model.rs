@@ -13,7 +13,7 @@ use std::time::Duration;
 use rsmtpd_table::TableDecl;
 
 /// Where a directive came from, for diagnostics and logs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct Span {
     /// Index into [`Config::files`].
     pub file: usize,
@@ -24,26 +24,26 @@ pub struct Span {
 }
 
 /// Index of a table in [`Config::tables`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableId(pub usize);
 /// Index of an action in [`Config::actions`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ActionId(pub usize);
 /// Index of a pki in [`Config::pkis`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PkiId(pub usize);
 /// Index of a ca in [`Config::cas`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CaId(pub usize);
 /// Index of a filter (or filter chain) in [`Config::filters`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FilterId(pub usize);
 /// Index of a proc in [`Config::procs`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcId(pub usize);
 
 /// A whole, checked configuration.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct Config {
     /// Every file read, the main one first, then includes in order.
     pub files: Vec<PathBuf>,
@@ -77,7 +77,7 @@ pub struct Config {
 }
 
 /// A table with the name it is referred to by (`<name>` in the file).
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct NamedTable {
     pub name: String,
     pub decl: TableDecl,
@@ -87,14 +87,14 @@ pub struct NamedTable {
 
 // ---------------------------------------------------------------- listeners
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Inet4,
     Inet6,
 }
 
 /// What `listen on` named, before resolution.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum ListenOn {
     /// An IP address literal.
     Address(IpAddr),
@@ -105,7 +105,7 @@ pub enum ListenOn {
 }
 
 /// How a listener speaks TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ListenerTls {
     #[default]
     None,
@@ -115,7 +115,7 @@ pub enum ListenerTls {
     Smtps { verify_client: bool },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ListenerAuth {
     /// `auth` (true) or `auth-optional` (false).
     pub required: bool,
@@ -123,14 +123,14 @@ pub struct ListenerAuth {
     pub table: Option<TableId>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Senders {
     pub table: TableId,
     pub masquerade: bool,
 }
 
 /// One `listen on` directive for an interface or address.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct Listener {
     pub on: ListenOn,
     /// The addresses it resolved to at configuration time, already
@@ -158,7 +158,7 @@ pub struct Listener {
 }
 
 /// `listen on socket`: the local enqueue path.
-#[derive(Debug, Clone, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default)]
 pub struct SocketListener {
     pub tag: Option<String>,
     pub mask_src: bool,
@@ -170,7 +170,7 @@ pub struct SocketListener {
 
 // ------------------------------------------------------------------ actions
 
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct Action {
     pub name: String,
     pub dispatcher: Dispatcher,
@@ -179,34 +179,42 @@ pub struct Action {
     pub span: Span,
 }
 
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub enum Dispatcher {
     Local(LocalDispatcher),
     Relay(RelayDispatcher),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum LocalMethod {
     Mbox,
     /// `maildir [path] [junk]`; the path may hold format specifiers and a
     /// leading `~/` (the user's home).
-    Maildir { path: Option<String>, junk: bool },
+    Maildir {
+        path: Option<String>,
+        junk: bool,
+    },
     /// `lmtp destination [rcpt-to]`: host:port or a unix socket path.
-    Lmtp { destination: String, rcpt_to: bool },
+    Lmtp {
+        destination: String,
+        rcpt_to: bool,
+    },
     /// `mda command`, run through `/bin/sh -c` after expansion.
-    Mda { command: String },
+    Mda {
+        command: String,
+    },
     ForwardOnly,
     ExpandOnly,
 }
 
 /// How local recipients are expanded before delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expansion {
     Alias(TableId),
     Virtual(TableId),
 }
 
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct LocalDispatcher {
     pub method: LocalMethod,
     pub expansion: Option<Expansion>,
@@ -217,7 +225,7 @@ pub struct LocalDispatcher {
     pub wrapper: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayProto {
     /// `smtp://`: opportunistic STARTTLS (the default).
     Smtp,
@@ -232,7 +240,7 @@ pub enum RelayProto {
 }
 
 /// `[proto://[label@]]host[:port]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct RelayUrl {
     pub proto: RelayProto,
     pub label: Option<String>,
@@ -241,7 +249,7 @@ pub struct RelayUrl {
 }
 
 /// Where relayed mail goes.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub enum Route {
     /// MX lookup of the recipient domain.
     #[default]
@@ -252,7 +260,7 @@ pub enum Route {
     Domain(TableId),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RelayTls {
     /// STARTTLS when offered, unverified, plaintext fallback.
     #[default]
@@ -261,13 +269,13 @@ pub enum RelayTls {
     Required { verify: bool },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum SourceAddrs {
     Literal(IpAddr),
     Table(TableId),
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default)]
 pub struct RelayDispatcher {
     pub route: Route,
     /// `backup [mx NAME]`: `Some(None)` is plain `backup`.
@@ -290,7 +298,7 @@ pub struct RelayDispatcher {
 
 /// A value a condition compares against: a literal turned into an
 /// anonymous table, or a declared table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Matcher {
     pub table: TableId,
     /// `regex`: the table holds regular expressions.
@@ -298,7 +306,7 @@ pub struct Matcher {
 }
 
 /// Where the session comes from (`from ...`). One per rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     Any,
     /// The default: a local address or the local enqueuer.
@@ -313,7 +321,7 @@ pub enum Origin {
 }
 
 /// Where the recipient goes (`for ...`). One per rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination {
     Any,
     /// The default: a local domain (`<localnames>`).
@@ -323,7 +331,7 @@ pub enum Destination {
 }
 
 /// A transaction condition; each kind at most once per rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Condition {
     Auth(Option<Matcher>),
     Helo(Matcher),
@@ -334,19 +342,19 @@ pub enum Condition {
 }
 
 /// A part of a rule, possibly negated with `!`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negatable<T> {
     pub negated: bool,
     pub value: T,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Action(ActionId),
     Reject,
 }
 
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct Rule {
     pub from: Negatable<Origin>,
     pub to: Negatable<Destination>,
@@ -357,7 +365,7 @@ pub struct Rule {
 
 // ---------------------------------------------------------- pki, ca, filters
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Dhe {
     #[default]
     None,
@@ -365,7 +373,7 @@ pub enum Dhe {
     Legacy,
 }
 
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct Pki {
     /// Lower-cased name (a host name or `*`).
     pub name: String,
@@ -375,7 +383,7 @@ pub struct Pki {
     pub span: Span,
 }
 
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct Ca {
     pub name: String,
     pub cert: PathBuf,
@@ -383,7 +391,7 @@ pub struct Ca {
 }
 
 /// `proc NAME COMMAND [user U] [group G] [chroot DIR]`.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct Proc {
     pub name: String,
     pub command: String,
@@ -393,7 +401,7 @@ pub struct Proc {
     pub span: Span,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilterPhase {
     Connect,
     Helo,
@@ -404,7 +412,7 @@ pub enum FilterPhase {
     Commit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilterCondition {
     Fcrdns,
     Rdns(Option<Matcher>),
@@ -415,7 +423,7 @@ pub enum FilterCondition {
     RcptTo(Matcher),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum FilterDecision {
     Bypass,
     /// Message starts with a 4xx or 5xx code.
@@ -427,7 +435,7 @@ pub enum FilterDecision {
     Report(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub enum FilterKind {
     /// `filter NAME phase P match CONDITIONS DECISION`.
     Builtin {
@@ -444,7 +452,7 @@ pub enum FilterKind {
     Chain(Vec<FilterId>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct Filter {
     pub name: String,
     pub kind: FilterKind,
@@ -453,7 +461,7 @@ pub struct Filter {
 
 // ------------------------------------------------------------- global knobs
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct SmtpOptions {
     /// `smtp max-message-size`, bytes; default 35M.
     pub max_message_size: u64,
@@ -479,7 +487,7 @@ impl Default for SmtpOptions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum QueueEncryption {
     /// Key read from the terminal at start-up.
     Prompt,
@@ -488,7 +496,7 @@ pub enum QueueEncryption {
     Key(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct QueueOptions {
     /// Extension: `queue path "DIR"`; default /var/spool/smtpd.
     pub path: PathBuf,
@@ -509,7 +517,7 @@ impl Default for QueueOptions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MdaLimits {
     pub max_session: u64,
     pub max_session_per_user: u64,
@@ -530,7 +538,7 @@ impl Default for MdaLimits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct MdaOptions {
     /// `mda wrapper NAME COMMAND`.
     pub wrappers: BTreeMap<String, String>,
@@ -538,7 +546,7 @@ pub struct MdaOptions {
 }
 
 /// `mta limit` keys, with OpenSMTPD's defaults. Delays are in seconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MtaLimits {
     pub family: Option<Family>,
     pub max_conn_per_host: u64,
@@ -591,7 +599,7 @@ impl Default for MtaLimits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MtaOptions {
     /// `mta max-deferred`; default 100.
     pub max_deferred: u64,
@@ -611,7 +619,7 @@ impl Default for MtaOptions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerLimits {
     pub max_inflight: u64,
     pub max_evp_batch_size: u64,
@@ -630,7 +638,7 @@ impl Default for SchedulerLimits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct SrsOptions {
     pub key: Option<String>,
     pub backup_key: Option<String>,

@@ -61,7 +61,7 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 pub(crate) const META_TYPE_KEY: &str = "\0rsmtpd-type";
 
 /// A table as declared in smtpd.conf.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TableDecl {
     /// `{ v1, v2 }` or a literal value in a rule (one element).
     StaticList(Vec<String>),
