@@ -481,6 +481,14 @@ pub struct SmtpOptions {
     pub max_mails: u64,
     /// `smtp limit max-rcpt`; default 1000.
     pub max_rcpt: u64,
+    /// Extension `smtp limit max-sessions`: sessions at once; default 1000.
+    pub max_sessions: u64,
+    /// Extension `smtp limit max-sessions-per-address`: sessions at once
+    /// from one client address; default 50.
+    pub max_sessions_per_address: u64,
+    /// Extension `smtp limit max-errors`: refused commands before a session
+    /// is closed with 421; default 10.
+    pub max_errors: u64,
     /// `smtp sub-addr-delim`; default `+`.
     pub sub_addr_delim: char,
     /// `smtp ciphers`.
@@ -493,6 +501,9 @@ impl Default for SmtpOptions {
             max_message_size: 35 * 1024 * 1024,
             max_mails: 100,
             max_rcpt: 1000,
+            max_sessions: 1000,
+            max_sessions_per_address: 50,
+            max_errors: 10,
             sub_addr_delim: '+',
             ciphers: None,
         }

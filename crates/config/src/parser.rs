@@ -1485,9 +1485,22 @@ impl<'o> Parser<'o> {
                     match k.as_str() {
                         "max-rcpt" => self.smtp.max_rcpt = v,
                         "max-mails" => self.smtp.max_mails = v,
+                        // Extensions: OpenSMTPD has no knob for these.
+                        "max-sessions" => self.smtp.max_sessions = v,
+                        "max-sessions-per-address" => self.smtp.max_sessions_per_address = v,
+                        "max-errors" => self.smtp.max_errors = v,
                         _ => {
-                            let hint = suggest(&k, &["max-rcpt", "max-mails"])
-                                .map(|s| format!("did you mean '{s}'?"));
+                            let hint = suggest(
+                                &k,
+                                &[
+                                    "max-rcpt",
+                                    "max-mails",
+                                    "max-sessions",
+                                    "max-sessions-per-address",
+                                    "max-errors",
+                                ],
+                            )
+                            .map(|s| format!("did you mean '{s}'?"));
                             return Err(self.syntax(
                                 pos,
                                 format!("invalid session limit keyword: {k}"),

@@ -192,6 +192,7 @@ fn admd_bounce_and_globals() {
          bounce warn-interval 1h, 30m, 2d, 10s\n\
          smtp max-message-size 10M\n\
          smtp limit max-mails 5 max-rcpt 7\n\
+         smtp limit max-sessions 20 max-sessions-per-address 3 max-errors 4\n\
          smtp ciphers \"HIGH:!aNULL\"\n\
          smtp sub-addr-delim \"-\"\n\
          queue compression\n\
@@ -220,6 +221,9 @@ fn admd_bounce_and_globals() {
             max_message_size: 10 * 1024 * 1024,
             max_mails: 5,
             max_rcpt: 7,
+            max_sessions: 20,
+            max_sessions_per_address: 3,
+            max_errors: 4,
             sub_addr_delim: '-',
             ciphers: Some("HIGH:!aNULL".into()),
         }
