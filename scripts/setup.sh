@@ -33,4 +33,13 @@ for u in _smtpd _smtpq; do
             --shell /usr/sbin/nologin "$u"
     fi
 done
+# Recipients for the tests that check deliveries as another user.
+for u in rsmtpdtest1 rsmtpdtest2; do
+    if ! getent passwd "$u" >/dev/null; then
+        useradd --system --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin "$u"
+    fi
+done
+# The chroot of the confined roles.
+install -d -o root -g root -m 0755 /var/empty
 echo "setup: ok"

@@ -1,1 +1,43 @@
-fn main() {}
+//! One binary, personalities chosen by the name it runs as (as OpenSMTPD's
+//! smtpctl is also sendmail, mailq, newaliases and makemap): `smtpd`, and
+//! `makemap` through a link of that name. The daemon re-executes it with
+//! `--role NAME` for each child process and `--deliver` for each local
+//! delivery.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+mod dsn;
+mod getopt;
+mod links;
+mod local_user;
+mod logging;
+mod makemap;
+mod privsep;
+mod quickstart;
+mod roles;
+mod smtpd;
+mod tuning;
+
+fn main() -> ExitCode {
+    let mut argv = std::env::args_os();
+    let argv0 = argv.next().unwrap_or_default();
+    let args: Vec<OsString> = argv.collect();
+    match args.first().and_then(|a| a.to_str()) {
+        Some(roles::ROLE_FLAG) => {
+            let name = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
+            return roles::child_main(name);
+        }
+        Some(roles::deliver::DELIVER_FLAG) => return roles::deliver::main(),
+        _ => {}
+    }
+    let name = Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.as_str() {
+        "makemap" => makemap::main(&args),
+        _ => smtpd::main(&args),
+    }
+}

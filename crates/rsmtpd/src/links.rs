@@ -1,0 +1,299 @@
+//! The messages of every link between the daemon's processes, one enum per
+//! direction. A frame carries one of these (serde + postcard, see
+//! rsmtpd-ipc) and, where a variant says so, file descriptors.
+//!
+//! The links:
+//!
+//! ```text
+//!            parent
+//!   (Start, Shutdown; local deliveries with queue)
+//!   /     |       |          |          \
+//! smtp  queue  scheduler   lookup    control
+//!   \____/ \______/ \________/
+//!   smtp<->queue  queue<->scheduler  smtp,queue<->lookup
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use rsmtpd_config::Config;
+
+use crate::privsep::Mode;
+use crate::smtpd::Subsystem;
+
+/// The processes of the daemon: the parent, and the child roles it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Parent,
+    Smtp,
+    Queue,
+    Scheduler,
+    Lookup,
+    Control,
+}
+
+impl Role {
+    /// The roles the parent starts, each as its own process.
+    pub const CHILDREN: [Role; 5] = [
+        Role::Smtp,
+        Role::Queue,
+        Role::Scheduler,
+        Role::Lookup,
+        Role::Control,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Parent => "parent",
+            Role::Smtp => "smtp",
+            Role::Queue => "queue",
+            Role::Scheduler => "scheduler",
+            Role::Lookup => "lookup",
+            Role::Control => "control",
+        }
+    }
+
+    /// A child role by its name (`--role NAME`).
+    pub fn from_name(name: &str) -> Option<Role> {
+        Role::CHILDREN.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// What each fd passed with [`ParentToChild::Start`] is, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FdKind {
+    /// A socket to another role.
+    Link(Role),
+    /// A bound TCP listener: index into `Config::listeners`, the address
+    /// it is bound to, and the server name it presents (`hostname`, or the
+    /// `hostnames` table's entry for the address, or the server name).
+    Listener {
+        index: usize,
+        addr: SocketAddr,
+        hostname: String,
+    },
+}
+
+/// Everything a child needs, sent once, first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Start {
+    pub config: Config,
+    pub mode: Mode,
+    pub verbose: u8,
+    /// Log to stderr (`-d`) rather than syslog.
+    pub foreground_log: bool,
+    pub paused: Vec<Subsystem>,
+    pub tuning: crate::tuning::Tuning,
+    pub fds: Vec<FdKind>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ParentToChild {
+    /// First frame; its fds are described by `Start::fds`.
+    Start(Box<Start>),
+    /// Stop cleanly: sessions get 421, the queue is left consistent.
+    Shutdown,
+    /// To the queue: the outcome of a local delivery it asked for.
+    Delivered { evpid: u64, outcome: Outcome },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ChildToParent {
+    /// Start-up is done (privileges dropped, links up).
+    Ready,
+    /// From the queue: deliver this envelope locally. Carries one fd: the
+    /// message, opened read-only.
+    Deliver(Box<LocalDelivery>),
+}
+
+/// A local delivery request: what the parent needs to pick the user and
+/// the method from the *current* configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalDelivery {
+    pub evpid: u64,
+    /// The action the recipient matched when received.
+    pub action: String,
+    /// MAIL FROM (empty for the null sender).
+    pub sender: String,
+    /// The recipient as received.
+    pub rcpt: String,
+    /// The recipient after expansion (the same, until aliases exist).
+    pub dest: String,
+    pub created: u64,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Ok,
+    /// Retry later. Text for the log and a later bounce.
+    Temporary {
+        status: String,
+        text: String,
+    },
+    /// Bounce now.
+    Permanent {
+        status: String,
+        text: String,
+    },
+}
+
+// ------------------------------------------------------- lookup (rules)
+
+/// The facts of a session that rules can test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionFacts {
+    /// `None` for the local enqueuer.
+    pub peer: Option<IpAddr>,
+    pub rdns: Option<String>,
+    pub helo: Option<String>,
+    pub tag: Option<String>,
+    pub auth_user: Option<String>,
+    pub tls: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteQuery {
+    pub facts: SessionFacts,
+    /// MAIL FROM as `user@domain`, empty for `<>`.
+    pub sender: String,
+    /// RCPT TO as `user@domain` or `user`.
+    pub rcpt: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RouteAnswer {
+    Accept {
+        action: String,
+        relay: bool,
+        /// The recipient with the server name added when it had no domain.
+        dest: String,
+    },
+    /// Refuse with this reply (code, enhanced status, text).
+    Reject {
+        code: u16,
+        status: String,
+        text: String,
+    },
+    /// A table could not answer: 451.
+    TempFail { text: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToLookup {
+    Route { id: u64, query: RouteQuery },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromLookup {
+    Route { id: u64, answer: RouteAnswer },
+}
+
+// ------------------------------------------------------------ smtp <-> queue
+
+/// One accepted recipient of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmittedRcpt {
+    pub rcpt: String,
+    pub dest: String,
+    pub action: String,
+    pub relay: bool,
+    /// NOTIFY as given (`SUCCESS,FAILURE`), empty when absent.
+    pub notify: String,
+    pub orcpt: Option<String>,
+}
+
+/// What the queue needs to make the envelopes of a received message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    pub sender: String,
+    pub recipients: Vec<SubmittedRcpt>,
+    pub facts: SessionFacts,
+    /// The listener's server name.
+    pub hostname: String,
+    pub ret: Option<String>,
+    pub envid: Option<String>,
+    pub body_8bit: bool,
+    pub smtputf8: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SmtpToQueue {
+    /// Make an incoming message; answered by `Created` with its fd.
+    Create { id: u64 },
+    /// The message is complete: make it durable, then answer.
+    Commit {
+        id: u64,
+        msgid: u32,
+        submission: Box<Submission>,
+    },
+    /// The client went away or the message was refused.
+    Abort { msgid: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueToSmtp {
+    /// Carries one fd: the message file, open for writing.
+    Created {
+        id: u64,
+        msgid: u32,
+    },
+    CreateFailed {
+        id: u64,
+        reason: String,
+    },
+    Committed {
+        id: u64,
+        msgid: u32,
+    },
+    CommitFailed {
+        id: u64,
+        reason: String,
+    },
+}
+
+// ------------------------------------------------------- queue <-> scheduler
+
+/// What the scheduler keeps of an envelope: metadata only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub evpid: u64,
+    pub relay: bool,
+    pub created: u64,
+    pub expires: u64,
+    pub retries: u32,
+    /// Unix time of the next attempt (0: now).
+    pub next_try: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueToScheduler {
+    /// New or reloaded envelopes.
+    Insert(Vec<Schedule>),
+    /// The envelope is gone (delivered, bounced, expired).
+    Remove { evpid: u64 },
+    /// A temporary failure: schedule the next try.
+    Retry { evpid: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SchedulerToQueue {
+    /// Attempt a delivery now.
+    Deliver { evpid: u64 },
+    /// The envelope outlived its ttl: bounce it.
+    Expire { evpid: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_round_trip() {
+        for role in Role::CHILDREN {
+            assert_eq!(Role::from_name(role.name()), Some(role));
+        }
+        assert_eq!(Role::from_name("parent"), None);
+    }
+}

@@ -1,0 +1,101 @@
+//! The delivery child: `smtpd --deliver`, started by the parent for one
+//! local delivery, already as the recipient user (uid, gid, no
+//! supplementary groups, a clean environment, the home as working
+//! directory). Standard input is the message (opened read-only by the
+//! queue); standard output is a socket that carries one request in and one
+//! outcome out.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use rsmtpd_delivery::{Class, maildir};
+use rsmtpd_ipc::BlockingChannel;
+use serde::{Deserialize, Serialize};
+
+use crate::links::Outcome;
+
+/// The argument that starts a delivery child.
+pub const DELIVER_FLAG: &str = "--deliver";
+
+/// The method, fully resolved by the parent (paths expanded, user known).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Method {
+    Maildir { path: PathBuf, junk: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub method: Method,
+    /// Stable per envelope: the envelope id.
+    pub unique: String,
+    pub created: u64,
+    pub hostname: String,
+    pub sender: String,
+    pub recipient: String,
+}
+
+pub fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smtpd --deliver: {e}");
+            ExitCode::from(75)
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    // Take the socket off stdout, so nothing printed can corrupt it.
+    let sock = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| e.to_string())?;
+    let null = File::options()
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| e.to_string())?;
+    nix::unistd::dup2_stdout(&null).map_err(|e| e.to_string())?;
+    let mut link: BlockingChannel<Outcome, Request> =
+        BlockingChannel::from_fd(sock).map_err(|e| e.to_string())?;
+    let (request, _) = link
+        .recv()
+        .map_err(|e| e.to_string())?
+        .ok_or("no request")?;
+    let message = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| e.to_string())?;
+    let mut message = BufReader::with_capacity(64 * 1024, File::from(message));
+    let outcome = deliver(&request, &mut message);
+    link.send(&outcome, Vec::new()).map_err(|e| e.to_string())
+}
+
+fn deliver(request: &Request, message: &mut BufReader<File>) -> Outcome {
+    let result = match &request.method {
+        Method::Maildir { path, junk } => maildir::deliver(
+            &maildir::Maildir { path, junk: *junk },
+            &maildir::Envelope {
+                unique: &request.unique,
+                created: request.created,
+                hostname: &request.hostname,
+                sender: &request.sender,
+                recipient: &request.recipient,
+            },
+            message,
+        ),
+    };
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(e) => {
+            let status = e.status().to_owned();
+            let text = e.to_string();
+            match e.class() {
+                Class::Temporary => Outcome::Temporary { status, text },
+                Class::Permanent => Outcome::Permanent { status, text },
+            }
+        }
+    }
+}

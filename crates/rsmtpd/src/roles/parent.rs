@@ -1,0 +1,769 @@
+//! The parent: the only process that keeps root. It binds the listeners,
+//! prepares the spool, starts every child role (re-executing this binary),
+//! runs local deliveries as the recipient user, and supervises: a child
+//! that dies takes the daemon down cleanly, since the spool is the state
+//! and a restart resumes it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket,
+    sockopt,
+};
+use rsmtpd_config::model::{Config, Dispatcher, LocalMethod};
+use rsmtpd_ipc::{BlockingChannel, Channel};
+use rsmtpd_table::{Table, Userinfo};
+use tokio::sync::mpsc;
+
+use crate::links::{ChildToParent, FdKind, LocalDelivery, Outcome, ParentToChild, Role, Start};
+use crate::logging::visible;
+use crate::privsep::{self, Mode};
+use crate::roles::deliver::{self, DELIVER_FLAG, Method};
+use crate::roles::{ROLE_FLAG, RoleError, writer};
+use crate::smtpd::Flags;
+use crate::{local_user, log_error, log_info, log_warn};
+
+/// How long a local delivery may take before it is killed and retried.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The pairs of child roles that talk directly.
+const LINKS: [(Role, Role); 4] = [
+    (Role::Smtp, Role::Queue),
+    (Role::Smtp, Role::Lookup),
+    (Role::Queue, Role::Scheduler),
+    (Role::Queue, Role::Lookup),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParentError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("spool {path}: {reason}")]
+    Spool { path: PathBuf, reason: String },
+    #[error("cannot start the {role} process: {reason}")]
+    Spawn { role: &'static str, reason: String },
+    #[error("{0}")]
+    Role(#[from] RoleError),
+    #[error("{0}")]
+    Privsep(#[from] privsep::PrivsepError),
+    #[error("ipc: {0}")]
+    Ipc(#[from] rsmtpd_ipc::IpcError),
+}
+
+pub fn run(flags: &Flags, config: Config) -> ExitCode {
+    crate::logging::init(flags.debug, flags.verbose);
+    match start(flags, config) {
+        Ok(code) => code,
+        Err(e) => {
+            log_error!("smtpd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+struct ChildProc {
+    role: Role,
+    process: Child,
+}
+
+fn start(flags: &Flags, config: Config) -> Result<ExitCode, ParentError> {
+    let mode = Mode::current();
+    let tables = rsmtpd_config::ruleset::open_tables(&config)
+        .map_err(|e| RoleError::Setup(e.to_string()))?;
+    match mode {
+        Mode::Unprivileged { uid } => {
+            let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map_or_else(|| uid.to_string(), |u| u.name);
+            log_warn!(
+                "smtpd: running as {name}, not root: no privilege drops or chroot, and local deliveries only to {name}"
+            );
+        }
+        Mode::Root => {
+            privsep::account(privsep::SMTPD_USER)?;
+            privsep::account(privsep::QUEUE_USER)?;
+            ensure_empty_dir(Path::new(privsep::EMPTY_DIR))?;
+        }
+    }
+    prepare_spool(mode, &config.queue.path)?;
+    let listeners = bind_listeners(&config)?;
+    for (_, addr, _) in &listeners {
+        log_info!("smtpd: listening on {addr}");
+    }
+    let exe = std::env::current_exe().map_err(|e| ParentError::Spawn {
+        role: "smtpd",
+        reason: e.to_string(),
+    })?;
+
+    // Every link end, by the role that gets it.
+    let mut ends: Vec<(Role, FdKind, OwnedFd)> = Vec::new();
+    for (a, b) in LINKS {
+        let (ea, eb) = rsmtpd_ipc::pair()?;
+        ends.push((a, FdKind::Link(b), ea));
+        ends.push((b, FdKind::Link(a), eb));
+    }
+    for (index, addr, fd) in listeners {
+        let hostname = server_name(&config, &tables, index, addr.ip());
+        ends.push((
+            Role::Smtp,
+            FdKind::Listener {
+                index,
+                addr,
+                hostname,
+            },
+            fd,
+        ));
+    }
+
+    let mut children = Vec::new();
+    let mut links = Vec::new();
+    for role in Role::CHILDREN {
+        let (mine, theirs) = rsmtpd_ipc::pair()?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg(ROLE_FLAG)
+            .arg(role.name())
+            .env_clear()
+            .stdout(Stdio::null())
+            .stderr(if flags.debug {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        let process =
+            rsmtpd_ipc::spawn_with_socket(cmd, theirs).map_err(|e| ParentError::Spawn {
+                role: role.name(),
+                reason: e.to_string(),
+            })?;
+        children.push(ChildProc { role, process });
+        let mut link: BlockingChannel<ParentToChild, ChildToParent> =
+            BlockingChannel::from_fd(mine)?;
+        let (kinds, fds): (Vec<FdKind>, Vec<OwnedFd>) =
+            take_ends(&mut ends, role).into_iter().unzip();
+        let start = Start {
+            config: config.clone(),
+            mode,
+            verbose: flags.verbose,
+            foreground_log: flags.debug,
+            paused: flags.paused.clone(),
+            tuning: crate::tuning::Tuning::from_env(),
+            fds: kinds,
+        };
+        link.send(&ParentToChild::Start(Box::new(start)), fds)?;
+        links.push((role, link));
+    }
+    // Wait for every child to finish its start-up before going on.
+    for (role, link) in &mut links {
+        match link.recv()? {
+            Some((ChildToParent::Ready, _)) => {}
+            _ => {
+                shutdown_children(&mut children, Duration::from_secs(2));
+                return Err(ParentError::Spawn {
+                    role: role.name(),
+                    reason: "it exited during start-up".into(),
+                });
+            }
+        }
+    }
+    log_info!("smtpd: ready");
+    let rt = super::runtime()?;
+    let code = rt.block_on(supervise(config, tables, mode, exe, links, flags.debug));
+    shutdown_children(&mut children, Duration::from_secs(10));
+    log_info!("smtpd: exiting");
+    Ok(code)
+}
+
+fn take_ends(ends: &mut Vec<(Role, FdKind, OwnedFd)>, role: Role) -> Vec<(FdKind, OwnedFd)> {
+    let mut mine = Vec::new();
+    let mut rest = Vec::new();
+    for (r, kind, fd) in ends.drain(..) {
+        if r == role {
+            mine.push((kind, fd));
+        } else {
+            rest.push((r, kind, fd));
+        }
+    }
+    *ends = rest;
+    mine
+}
+
+/// Wait for the children to exit, killing those that outlive `grace`.
+fn shutdown_children(children: &mut [ChildProc], grace: Duration) {
+    let deadline = Instant::now() + grace;
+    for child in children.iter_mut() {
+        loop {
+            match child.process.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    log_warn!("smtpd: killing the {} process", child.role.name());
+                    let _ = child.process.kill();
+                    let _ = child.process.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+enum Event {
+    Child(Role, ChildToParent, Vec<OwnedFd>),
+    Closed(Role),
+    Delivered(u64, Outcome),
+}
+
+async fn supervise(
+    config: Config,
+    tables: Vec<Table>,
+    mode: Mode,
+    exe: PathBuf,
+    links: Vec<(Role, BlockingChannel<ParentToChild, ChildToParent>)>,
+    debug: bool,
+) -> ExitCode {
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut senders = Vec::new();
+    // Once stopping, links closing is expected, not news.
+    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for (role, link) in links {
+        let channel: Channel<ParentToChild, ChildToParent> = match link.into_async() {
+            Ok(c) => c,
+            Err(e) => {
+                log_error!("smtpd: link to {}: {e}", role.name());
+                return ExitCode::from(1);
+            }
+        };
+        let (tx, mut rx) = channel.split();
+        senders.push((role, writer(tx)));
+        let events = events_tx.clone();
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(Some((msg, fds))) => {
+                        if events.send(Event::Child(role, msg, fds)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        if !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                            log_warn!("smtpd: link to {}: {e}", role.name());
+                        }
+                        break;
+                    }
+                }
+            }
+            let _ = events.send(Event::Closed(role));
+        });
+    }
+    let queue = senders
+        .iter()
+        .find(|(r, _)| *r == Role::Queue)
+        .map(|(_, s)| s.clone());
+    let slots = usize::try_from(config.mda.limits.max_session)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let delivery = std::sync::Arc::new(DeliveryContext {
+        config,
+        tables,
+        mode,
+        exe,
+        debug,
+        slots: tokio::sync::Semaphore::new(slots),
+    });
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            log_error!("smtpd: signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = loop {
+        tokio::select! {
+            _ = term.recv() => {
+                log_info!("smtpd: received SIGTERM, shutting down");
+                break ExitCode::SUCCESS;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                log_info!("smtpd: interrupted, shutting down");
+                break ExitCode::SUCCESS;
+            }
+            event = events.recv() => match event {
+                None => break ExitCode::from(1),
+                Some(Event::Closed(role)) => {
+                    log_error!("smtpd: the {} process exited, shutting down", role.name());
+                    break ExitCode::from(1);
+                }
+                Some(Event::Child(_, ChildToParent::Ready, _)) => {}
+                Some(Event::Child(role, ChildToParent::Deliver(req), mut fds)) => {
+                    if role != Role::Queue {
+                        log_warn!("smtpd: delivery request from {}, ignored", role.name());
+                        continue;
+                    }
+                    let Some(message) = fds.pop() else {
+                        log_warn!("smtpd: delivery request without a message");
+                        continue;
+                    };
+                    let ctx = delivery.clone();
+                    let events = events_tx.clone();
+                    tokio::spawn(async move {
+                        let evpid = req.evpid;
+                        let outcome = ctx.deliver(&req, message).await;
+                        let _ = events.send(Event::Delivered(evpid, outcome));
+                    });
+                }
+                Some(Event::Delivered(evpid, outcome)) => {
+                    if let Some(q) = &queue {
+                        let _ = q.send((ParentToChild::Delivered { evpid, outcome }, Vec::new()));
+                    }
+                }
+            }
+        }
+    };
+    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    for (_, sender) in &senders {
+        let _ = sender.send((ParentToChild::Shutdown, Vec::new()));
+    }
+    // Let the writers flush the Shutdown frames.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    code
+}
+
+/// What the parent needs to run local deliveries.
+struct DeliveryContext {
+    config: Config,
+    tables: Vec<Table>,
+    mode: Mode,
+    exe: PathBuf,
+    debug: bool,
+    /// `mda limit max-session`: delivery processes at once.
+    slots: tokio::sync::Semaphore,
+}
+
+impl DeliveryContext {
+    async fn deliver(&self, req: &LocalDelivery, message: OwnedFd) -> Outcome {
+        // Closed only if the context is dropped, which ends the daemon.
+        let Ok(_slot) = self.slots.acquire().await else {
+            return Outcome::Temporary {
+                status: "4.3.0".into(),
+                text: "shutting down".into(),
+            };
+        };
+        let (outcome, user, method) = match self.plan(req) {
+            Ok((user, request)) => {
+                let method = match &request.method {
+                    Method::Maildir { .. } => "maildir",
+                };
+                let outcome = self.spawn(&user, &request, message).await;
+                (outcome, user.username, method)
+            }
+            Err(outcome) => (outcome, String::from("-"), "-"),
+        };
+        // Time in the queue, as OpenSMTPD's delay= (this attempt included).
+        let delay = now().saturating_sub(req.created);
+        let (result, stat) = match &outcome {
+            Outcome::Ok => ("Ok", "Delivered".to_string()),
+            Outcome::Temporary { text, .. } => ("TempFail", text.clone()),
+            Outcome::Permanent { text, .. } => ("PermFail", text.clone()),
+        };
+        log_info!(
+            "delivery: {result} for {:016x}: from=<{}>, to=<{}>, user={}, method={method}, delay={delay}s, stat={}",
+            req.evpid,
+            visible(&req.sender),
+            visible(&req.dest),
+            visible(&user),
+            visible(&stat)
+        );
+        outcome
+    }
+
+    /// Resolve the action (from the current configuration), the user and
+    /// the method; an error is already the outcome.
+    fn plan(&self, req: &LocalDelivery) -> Result<(Userinfo, deliver::Request), Outcome> {
+        let temporary = |text: String| Outcome::Temporary {
+            status: "4.3.0".into(),
+            text,
+        };
+        let action = self
+            .config
+            .actions
+            .iter()
+            .find(|a| a.name == req.action)
+            .ok_or_else(|| {
+                temporary(format!(
+                    "no action named {:?} in the configuration",
+                    req.action
+                ))
+            })?;
+        let Dispatcher::Local(local) = &action.dispatcher else {
+            return Err(temporary(format!(
+                "action {:?} is not a local delivery",
+                req.action
+            )));
+        };
+        let (local_part, domain) = req.dest.rsplit_once('@').unwrap_or((&req.dest, ""));
+        let user = match local_user::resolve(&self.config, &self.tables, local, local_part) {
+            Ok(u) => u,
+            Err(local_user::UserError::Unknown(name)) => {
+                return Err(Outcome::Permanent {
+                    status: "5.1.1".into(),
+                    text: format!("no such user {name:?}"),
+                });
+            }
+            Err(e) => return Err(temporary(e.to_string())),
+        };
+        if let Mode::Unprivileged { uid } = self.mode
+            && user.uid != uid
+        {
+            return Err(Outcome::Permanent {
+                status: "5.7.1".into(),
+                text: format!(
+                    "cannot deliver to user {}: the daemon does not run as root",
+                    user.username
+                ),
+            });
+        }
+        let method =
+            match &local.method {
+                LocalMethod::Maildir { path, junk } => Method::Maildir {
+                    path: match path {
+                        None => user.directory.join("Maildir"),
+                        Some(template) => expand_path(template, &user, local_part, domain)
+                            .map_err(|e| Outcome::Permanent {
+                                status: "5.3.5".into(),
+                                text: e,
+                            })?,
+                    },
+                    junk: *junk,
+                },
+                other => {
+                    return Err(temporary(format!(
+                        "delivery method {} is not available yet",
+                        method_name(other)
+                    )));
+                }
+            };
+        Ok((
+            user,
+            deliver::Request {
+                method,
+                unique: format!("{:016x}", req.evpid),
+                created: req.created,
+                hostname: self.config.hostname.clone(),
+                sender: req.sender.clone(),
+                recipient: req.dest.clone(),
+            },
+        ))
+    }
+
+    /// Run the delivery child as the user and wait for its outcome.
+    async fn spawn(
+        &self,
+        user: &Userinfo,
+        request: &deliver::Request,
+        message: OwnedFd,
+    ) -> Outcome {
+        let temporary = |text: String| Outcome::Temporary {
+            status: "4.3.0".into(),
+            text,
+        };
+        let (mine, theirs) = match rsmtpd_ipc::pair() {
+            Ok(p) => p,
+            Err(e) => return temporary(format!("socketpair: {e}")),
+        };
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.arg(DELIVER_FLAG)
+            .env_clear()
+            .env("HOME", &user.directory)
+            .env("USER", &user.username)
+            .env("LOGNAME", &user.username)
+            .env("SHELL", "/bin/sh")
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir(if user.directory.is_dir() {
+                user.directory.as_path()
+            } else {
+                Path::new("/")
+            })
+            .stdin(Stdio::from(message))
+            .stdout(Stdio::from(theirs))
+            .stderr(if self.debug {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .kill_on_drop(true);
+        if self.mode == Mode::Root {
+            cmd.uid(user.uid).gid(user.gid);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return temporary(format!("cannot start the delivery: {e}")),
+        };
+        drop(cmd);
+        let result = tokio::time::timeout(DELIVERY_TIMEOUT, async {
+            let mut link: Channel<deliver::Request, Outcome> = Channel::from_fd(mine)?;
+            link.send(request, Vec::new()).await?;
+            link.recv().await
+        })
+        .await;
+        let outcome = match result {
+            Ok(Ok(Some((outcome, _)))) => outcome,
+            Ok(Ok(None)) => temporary("the delivery process exited without an answer".into()),
+            Ok(Err(e)) => temporary(format!("delivery process: {e}")),
+            Err(_) => {
+                let _ = child.kill().await;
+                temporary("delivery timed out".into())
+            }
+        };
+        let _ = child.wait().await;
+        outcome
+    }
+}
+
+fn method_name(m: &LocalMethod) -> &'static str {
+    match m {
+        LocalMethod::Mbox => "mbox",
+        LocalMethod::Maildir { .. } => "maildir",
+        LocalMethod::Lmtp { .. } => "lmtp",
+        LocalMethod::Mda { .. } => "mda",
+        LocalMethod::ForwardOnly => "forward-only",
+        LocalMethod::ExpandOnly => "expand-only",
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A maildir path template: `~/` is the user's home; `%{user.username}`,
+/// `%{user.directory}`, `%{rcpt...}`/`%{dest...}` (`.user`, `.domain`) are
+/// replaced. Values from the recipient are sanitised (anything but letters,
+/// digits and `.-_+@` becomes `:`), and a path that would climb out with
+/// `..` is refused. The full format language comes with the local delivery
+/// issue.
+pub fn expand_path(
+    template: &str,
+    user: &Userinfo,
+    local_part: &str,
+    domain: &str,
+) -> Result<PathBuf, String> {
+    let home = user.directory.to_string_lossy();
+    let mut text = match template.strip_prefix("~/") {
+        Some(rest) => format!("{home}/{rest}"),
+        None => template.to_owned(),
+    };
+    let address = if domain.is_empty() {
+        local_part.to_owned()
+    } else {
+        format!("{local_part}@{domain}")
+    };
+    let values = [
+        ("%{user.username}", user.username.clone()),
+        ("%{user.directory}", home.into_owned()),
+        ("%{rcpt.user}", sanitise(local_part)),
+        ("%{rcpt.domain}", sanitise(domain)),
+        ("%{rcpt}", sanitise(&address)),
+        ("%{dest.user}", sanitise(local_part)),
+        ("%{dest.domain}", sanitise(domain)),
+        ("%{dest}", sanitise(&address)),
+    ];
+    for (token, value) in values {
+        text = text.replace(token, &value);
+    }
+    if text.contains("%{") {
+        return Err(format!("unsupported format in maildir path {template:?}"));
+    }
+    let path = PathBuf::from(&text);
+    if !path.is_absolute()
+        || path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(format!("maildir path {text:?} is not a safe absolute path"));
+    }
+    Ok(path)
+}
+
+fn sanitise(value: &str) -> String {
+    let cleaned: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-+@".contains(c) {
+                c
+            } else {
+                ':'
+            }
+        })
+        .collect();
+    // A value that is only dots would name a parent or the same directory.
+    if cleaned.chars().all(|c| c == '.') {
+        cleaned.replace('.', ":")
+    } else {
+        cleaned
+    }
+}
+
+/// Create the spool; as root, the top belongs to root (it is the queue's
+/// chroot) and the directories below to `_smtpq`.
+fn prepare_spool(mode: Mode, path: &Path) -> Result<(), ParentError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |reason: String| ParentError::Spool {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match mode {
+        Mode::Unprivileged { .. } => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(|e| err(e.to_string())),
+        Mode::Root => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(path)
+                .map_err(|e| err(e.to_string()))?;
+            nix::unistd::chown(
+                path,
+                Some(nix::unistd::Uid::from_raw(0)),
+                Some(nix::unistd::Gid::from_raw(0)),
+            )
+            .map_err(|e| err(e.to_string()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| err(e.to_string()))?;
+            let owner = privsep::account(privsep::QUEUE_USER)?;
+            for sub in rsmtpd_queue::SPOOL_DIRS {
+                let dir = path.join(sub);
+                match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(err(format!("{}: {e}", dir.display()))),
+                }
+                nix::unistd::chown(&dir, Some(owner.uid), Some(owner.gid))
+                    .map_err(|e| err(format!("{}: {e}", dir.display())))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The chroot of the confined roles: created empty if missing.
+fn ensure_empty_dir(path: &Path) -> Result<(), ParentError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o755).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(ParentError::Spool {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The name a listener presents on `addr`: its `hostname`, else its
+/// `hostnames` table's entry for the address, else the server name.
+fn server_name(config: &Config, tables: &[Table], index: usize, addr: IpAddr) -> String {
+    let Some(listener) = config.listeners.get(index) else {
+        return config.hostname.clone();
+    };
+    if let Some(name) = &listener.hostname {
+        return name.clone();
+    }
+    let from_table = listener.hostnames.and_then(|id| {
+        let table = tables.get(id.0)?;
+        match table.lookup(rsmtpd_table::Service::Addrname, &addr.to_string()) {
+            Ok(Some(rsmtpd_table::Value::Addrname(name))) => Some(name),
+            _ => None,
+        }
+    });
+    from_table.unwrap_or_else(|| config.hostname.clone())
+}
+
+/// Bind every listener address; each socket goes to the smtp role.
+fn bind_listeners(config: &Config) -> Result<Vec<(usize, SocketAddr, OwnedFd)>, ParentError> {
+    let mut out = Vec::new();
+    for (index, listener) in config.listeners.iter().enumerate() {
+        for ip in &listener.addresses {
+            let addr = SocketAddr::new(*ip, listener.port);
+            let fd = bind_one(addr).map_err(|source| ParentError::Listen { addr, source })?;
+            out.push((index, addr, fd));
+        }
+    }
+    Ok(out)
+}
+
+fn bind_one(addr: SocketAddr) -> Result<OwnedFd, nix::Error> {
+    let family = match addr.ip() {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if family == AddressFamily::Inet6 {
+        // `listen on ::` and `listen on 0.0.0.0` may both be configured.
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    listen(&fd, Backlog::new(1024)?)?;
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> Userinfo {
+        Userinfo {
+            username: "bob".into(),
+            uid: 1000,
+            gid: 1000,
+            directory: PathBuf::from("/home/bob"),
+        }
+    }
+
+    #[test]
+    fn path_templates() {
+        let u = user();
+        assert_eq!(
+            expand_path("~/Mail", &u, "bob", "x.org").unwrap(),
+            PathBuf::from("/home/bob/Mail")
+        );
+        assert_eq!(
+            expand_path("/var/vmail/%{rcpt.domain}/%{rcpt.user}", &u, "bob", "x.org").unwrap(),
+            PathBuf::from("/var/vmail/x.org/bob")
+        );
+        assert_eq!(
+            expand_path("%{user.directory}/M/%{user.username}", &u, "bob", "").unwrap(),
+            PathBuf::from("/home/bob/M/bob")
+        );
+    }
+
+    #[test]
+    fn hostile_recipients_cannot_climb_out() {
+        let u = user();
+        assert_eq!(
+            expand_path("/var/vmail/%{rcpt.user}", &u, "../../etc", "x").unwrap(),
+            PathBuf::from("/var/vmail/..:..:etc")
+        );
+        assert_eq!(
+            expand_path("/var/vmail/%{rcpt.user}/x", &u, "..", "x").unwrap(),
+            PathBuf::from("/var/vmail/::/x")
+        );
+        assert_eq!(
+            expand_path("/v/%{rcpt.user}", &u, "$(id);a|b", "x").unwrap(),
+            PathBuf::from("/v/::id::a:b")
+        );
+        assert!(expand_path("relative/%{rcpt}", &u, "a", "b").is_err());
+        assert!(expand_path("/v/%{sender}", &u, "a", "b").is_err());
+    }
+}

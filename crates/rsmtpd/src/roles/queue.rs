@@ -1,0 +1,732 @@
+//! The queue role: the only process that touches the spool. It creates
+//! message files for smtp, commits them (group commit: durable before the
+//! 250), hands envelopes to local delivery when the scheduler says so,
+//! records outcomes, and writes bounces.
+//!
+//! Everything arrives as an [`Event`] on one channel and is handled in
+//! order by one loop that owns the state; only commits (which wait for
+//! fsyncs) run on blocking threads, so that many sessions share a round.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rsmtpd_config::model::Config;
+use rsmtpd_ipc::Channel;
+use rsmtpd_queue::{
+    BodyType, Committer, Dispatcher, DsnNotify, DsnRet, Envelope, ErrorClass, LastError, MsgId,
+    Origin, RcptState, Sender, Spool, SpoolError, Urandom,
+};
+use tokio::sync::mpsc;
+
+use crate::dsn;
+use crate::links::{
+    ChildToParent, FromLookup, LocalDelivery, Outcome, ParentToChild, QueueToScheduler,
+    QueueToSmtp, Role, RouteAnswer, RouteQuery, Schedule, SchedulerToQueue, SessionFacts,
+    SmtpToQueue, Start, Submission, ToLookup,
+};
+use crate::logging::visible;
+use crate::roles::{ParentLink, Received, RoleError, writer};
+use crate::{log_info, log_warn};
+
+pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<(), RoleError> {
+    let smtp = fds.link(Role::Smtp)?;
+    let scheduler = fds.link(Role::Scheduler)?;
+    let lookup = fds.link(Role::Lookup)?;
+    // /dev/urandom lives outside the chroot.
+    let rng = Urandom::open().map_err(|e| RoleError::Setup(format!("/dev/urandom: {e}")))?;
+    let drop = super::privileges(Role::Queue, &start);
+    crate::privsep::apply(start.mode, &drop)?;
+    let root = match start.mode {
+        crate::privsep::Mode::Root => std::path::PathBuf::from("/"),
+        crate::privsep::Mode::Unprivileged { .. } => start.config.queue.path.clone(),
+    };
+    let spool = Spool::open_with(root, rng).map_err(|e| RoleError::Setup(format!("spool: {e}")))?;
+    let report = spool
+        .load()
+        .map_err(|e| RoleError::Setup(format!("spool: {e}")))?;
+    for moved in &report.moved_aside {
+        log_warn!(
+            "queue: moved aside {} to {}: {}",
+            moved.from.display(),
+            moved.to.display(),
+            moved.reason
+        );
+    }
+    for path in &report.discarded_incoming {
+        log_info!("queue: removed uncommitted message {}", path.display());
+    }
+    super::ready(&mut parent)?;
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        super::ignore_interrupts()?;
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let parent = parent.into_async()?;
+        let (parent_tx, parent_rx) = parent.split();
+        let smtp: Channel<QueueToSmtp, SmtpToQueue> = Channel::from_fd(smtp)?;
+        let (smtp_tx, smtp_rx) = smtp.split();
+        let sched: Channel<QueueToScheduler, SchedulerToQueue> = Channel::from_fd(scheduler)?;
+        let (sched_tx, sched_rx) = sched.split();
+        let lookup: Channel<ToLookup, FromLookup> = Channel::from_fd(lookup)?;
+        let (lookup_tx, lookup_rx) = lookup.split();
+        super::reader(Role::Parent, parent_rx, events_tx.clone(), |m, _| {
+            Event::Parent(m)
+        });
+        super::reader(Role::Smtp, smtp_rx, events_tx.clone(), |m, _| {
+            Event::Smtp(m)
+        });
+        super::reader(Role::Scheduler, sched_rx, events_tx.clone(), |m, _| {
+            Event::Scheduler(m)
+        });
+        super::reader(Role::Lookup, lookup_rx, events_tx.clone(), |m, _| {
+            Event::Lookup(m)
+        });
+        let spool = Arc::new(spool);
+        let mut queue = Queue {
+            config: start.config,
+            committer: Arc::new(Committer::new(spool.clone())),
+            spool,
+            envelopes: HashMap::new(),
+            bounces: HashMap::new(),
+            next_id: 1,
+            events: events_tx,
+            parent: writer(parent_tx),
+            smtp: writer(smtp_tx),
+            scheduler: writer(sched_tx),
+            lookup: writer(lookup_tx),
+        };
+        queue.resume(report.envelopes);
+        queue.run(events).await
+    })
+}
+
+/// Everything the loop reacts to.
+enum Event {
+    Parent(ParentToChild),
+    Smtp(SmtpToQueue),
+    Scheduler(SchedulerToQueue),
+    Lookup(FromLookup),
+    /// A commit finished on a blocking thread.
+    Committed {
+        id: u64,
+        msgid: MsgId,
+        result: Result<Vec<Envelope>, String>,
+    },
+    /// A link closed or broke: time to stop.
+    Closed(Role),
+}
+
+impl super::LinkEvent for Event {
+    fn closed(role: Role) -> Self {
+        Event::Closed(role)
+    }
+}
+
+type Out<T> = mpsc::UnboundedSender<(T, Vec<OwnedFd>)>;
+
+/// A bounce waiting for lookup to route it.
+struct PendingBounce {
+    failed: Envelope,
+    reason: LastError,
+    status: String,
+}
+
+struct Queue {
+    config: Config,
+    spool: Arc<Spool>,
+    committer: Arc<Committer>,
+    /// Every committed envelope still pending, by id.
+    envelopes: HashMap<u64, Envelope>,
+    bounces: HashMap<u64, PendingBounce>,
+    next_id: u64,
+    events: mpsc::UnboundedSender<Event>,
+    parent: Out<ChildToParent>,
+    smtp: Out<QueueToSmtp>,
+    scheduler: Out<QueueToScheduler>,
+    lookup: Out<ToLookup>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn schedule_of(e: &Envelope) -> Schedule {
+    Schedule {
+        evpid: e.id.get(),
+        relay: e.dispatcher == Dispatcher::Relay,
+        created: e.created,
+        expires: e.expires_at(),
+        retries: e.retry,
+        next_try: e.next_try,
+    }
+}
+
+impl Queue {
+    async fn run(&mut self, mut events: mpsc::UnboundedReceiver<Event>) -> Result<(), RoleError> {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Parent(ParentToChild::Shutdown) => return Ok(()),
+                Event::Closed(role) => {
+                    if role != Role::Parent {
+                        log_warn!("queue: the link to {} closed", role.name());
+                    }
+                    return Ok(());
+                }
+                Event::Parent(ParentToChild::Delivered { evpid, outcome }) => {
+                    self.delivered(evpid, outcome)
+                }
+                Event::Parent(ParentToChild::Start(_)) => {}
+                Event::Smtp(msg) => self.smtp_request(msg),
+                Event::Scheduler(SchedulerToQueue::Deliver { evpid }) => self.deliver(evpid),
+                Event::Scheduler(SchedulerToQueue::Expire { evpid }) => self.expire(evpid),
+                Event::Lookup(FromLookup::Route { id, answer }) => self.bounce_routed(id, answer),
+                Event::Committed { id, msgid, result } => self.committed(id, msgid, result),
+            }
+        }
+        Ok(())
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Envelopes found at start-up go back to the scheduler.
+    fn resume(&mut self, envelopes: Vec<Envelope>) {
+        let mut list = Vec::new();
+        for e in envelopes {
+            if e.state == RcptState::Pending {
+                list.push(schedule_of(&e));
+                self.envelopes.insert(e.id.get(), e);
+            } else {
+                // Finished but not yet removed when the daemon stopped.
+                let _ = self.spool.remove_envelope(e.id);
+            }
+        }
+        if !list.is_empty() {
+            log_info!("queue: resuming {} envelope(s)", list.len());
+            let _ = self
+                .scheduler
+                .send((QueueToScheduler::Insert(list), Vec::new()));
+        }
+    }
+
+    fn smtp_request(&mut self, msg: SmtpToQueue) {
+        match msg {
+            SmtpToQueue::Create { id } => {
+                let reply = match self.spool.create_message() {
+                    Ok((msgid, file)) => (
+                        QueueToSmtp::Created {
+                            id,
+                            msgid: msgid.get(),
+                        },
+                        vec![OwnedFd::from(file)],
+                    ),
+                    Err(e) => {
+                        log_warn!("queue: cannot create message: {e}");
+                        (
+                            QueueToSmtp::CreateFailed {
+                                id,
+                                reason: "Temporary queue failure".into(),
+                            },
+                            Vec::new(),
+                        )
+                    }
+                };
+                let _ = self.smtp.send(reply);
+            }
+            SmtpToQueue::Abort { msgid } => {
+                if let Some(m) = MsgId::new(msgid) {
+                    let _ = self.spool.abort(m);
+                }
+            }
+            SmtpToQueue::Commit {
+                id,
+                msgid,
+                submission,
+            } => {
+                let Some(msgid) = MsgId::new(msgid) else {
+                    let _ = self.smtp.send((
+                        QueueToSmtp::CommitFailed {
+                            id,
+                            reason: "bad message id".into(),
+                        },
+                        Vec::new(),
+                    ));
+                    return;
+                };
+                match self.envelopes_for(msgid, &submission) {
+                    Ok(envelopes) => self.commit(id, msgid, envelopes),
+                    Err(e) => {
+                        log_warn!("queue: message {msgid}: {e}");
+                        let _ = self.spool.abort(msgid);
+                        let _ = self.smtp.send((
+                            QueueToSmtp::CommitFailed {
+                                id,
+                                reason: "Temporary queue failure".into(),
+                            },
+                            Vec::new(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commit on a blocking thread; the result comes back as an event.
+    fn commit(&self, id: u64, msgid: MsgId, envelopes: Vec<Envelope>) {
+        let committer = self.committer.clone();
+        let events = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = committer
+                .commit(msgid, envelopes.clone())
+                .map(|()| envelopes)
+                .map_err(|e| e.to_string());
+            let _ = events.send(Event::Committed { id, msgid, result });
+        });
+    }
+
+    fn committed(&mut self, id: u64, msgid: MsgId, result: Result<Vec<Envelope>, String>) {
+        match result {
+            Ok(envelopes) => {
+                let list = envelopes.iter().map(schedule_of).collect();
+                for e in envelopes {
+                    self.envelopes.insert(e.id.get(), e);
+                }
+                if id != 0 {
+                    let _ = self.smtp.send((
+                        QueueToSmtp::Committed {
+                            id,
+                            msgid: msgid.get(),
+                        },
+                        Vec::new(),
+                    ));
+                }
+                let _ = self
+                    .scheduler
+                    .send((QueueToScheduler::Insert(list), Vec::new()));
+            }
+            Err(e) => {
+                log_warn!("queue: commit of message {msgid} failed: {e}");
+                let _ = self.spool.abort(msgid);
+                if id != 0 {
+                    let _ = self.smtp.send((
+                        QueueToSmtp::CommitFailed {
+                            id,
+                            reason: "Temporary queue failure".into(),
+                        },
+                        Vec::new(),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn envelopes_for(&self, msgid: MsgId, sub: &Submission) -> Result<Vec<Envelope>, SpoolError> {
+        let now = now();
+        let mut out = Vec::with_capacity(sub.recipients.len());
+        for r in &sub.recipients {
+            let ttl = self
+                .config
+                .actions
+                .iter()
+                .find(|a| a.name == r.action)
+                .and_then(|a| a.ttl)
+                .unwrap_or(self.config.queue.ttl)
+                .as_secs();
+            out.push(Envelope {
+                id: self.spool.new_envelope_id(msgid)?,
+                created: now,
+                ttl,
+                action: r.action.clone(),
+                dispatcher: if r.relay {
+                    Dispatcher::Relay
+                } else {
+                    Dispatcher::Local
+                },
+                sender: sender_of(&sub.sender),
+                rcpt: r.rcpt.clone(),
+                dest: r.dest.clone(),
+                dsn_notify: parse_notify(&r.notify),
+                dsn_orcpt: r.orcpt.clone(),
+                dsn_ret: match sub.ret.as_deref() {
+                    Some(r) if r.eq_ignore_ascii_case("FULL") => Some(DsnRet::Full),
+                    Some(r) if r.eq_ignore_ascii_case("HDRS") => Some(DsnRet::Headers),
+                    _ => None,
+                },
+                dsn_envid: sub.envid.clone(),
+                body: if sub.body_8bit {
+                    BodyType::EightBitMime
+                } else {
+                    BodyType::SevenBit
+                },
+                smtputf8: sub.smtputf8,
+                helo: sub.facts.helo.clone().unwrap_or_default(),
+                origin: match sub.facts.peer {
+                    Some(addr) => Origin::Inet {
+                        addr,
+                        rdns: sub.facts.rdns.clone(),
+                    },
+                    None => Origin::LocalSocket,
+                },
+                hostname: sub.hostname.clone(),
+                tag: sub.facts.tag.clone(),
+                auth_user: sub.facts.auth_user.clone(),
+                retry: 0,
+                last_try: None,
+                next_try: 0,
+                last_error: None,
+                hold: false,
+                state: RcptState::Pending,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The scheduler says: try this envelope now.
+    fn deliver(&mut self, evpid: u64) {
+        let Some(e) = self.envelopes.get(&evpid) else {
+            let _ = self
+                .scheduler
+                .send((QueueToScheduler::Remove { evpid }, Vec::new()));
+            return;
+        };
+        if e.dispatcher == Dispatcher::Relay {
+            // Relaying arrives with the mta role; until then relay mail
+            // waits in the queue and expires like any undeliverable mail.
+            self.delivered(
+                evpid,
+                Outcome::Temporary {
+                    status: "4.3.2".into(),
+                    text: "relaying is not available yet".into(),
+                },
+            );
+            return;
+        }
+        let file = match self.spool.open_message(e.msgid()) {
+            Ok(f) => f,
+            Err(err) => {
+                log_warn!("queue: envelope {}: cannot open message: {err}", e.id);
+                self.delivered(
+                    evpid,
+                    Outcome::Temporary {
+                        status: "4.3.0".into(),
+                        text: "queue error".into(),
+                    },
+                );
+                return;
+            }
+        };
+        let request = LocalDelivery {
+            evpid,
+            action: e.action.clone(),
+            sender: match &e.sender {
+                Sender::Null => String::new(),
+                Sender::Address(a) => a.clone(),
+            },
+            rcpt: e.rcpt.clone(),
+            dest: e.dest.clone(),
+            created: e.created,
+        };
+        let _ = self.parent.send((
+            ChildToParent::Deliver(Box::new(request)),
+            vec![OwnedFd::from(file)],
+        ));
+    }
+
+    /// The outcome of an attempt: remove, retry later, or bounce.
+    fn delivered(&mut self, evpid: u64, outcome: Outcome) {
+        let Some(mut e) = self.envelopes.remove(&evpid) else {
+            return;
+        };
+        match outcome {
+            Outcome::Ok => self.finish(&e),
+            Outcome::Temporary { text, .. } => {
+                let now = now();
+                e.retry = e.retry.saturating_add(1);
+                e.last_try = Some(now);
+                e.last_error = Some(LastError {
+                    class: ErrorClass::Temporary,
+                    text: clean_line(&text),
+                });
+                // The new state is on disk before the next attempt.
+                if let Err(err) = self.spool.update(&e) {
+                    log_warn!("queue: envelope {}: cannot record the attempt: {err}", e.id);
+                }
+                self.envelopes.insert(evpid, e);
+                let _ = self
+                    .scheduler
+                    .send((QueueToScheduler::Retry { evpid }, Vec::new()));
+            }
+            Outcome::Permanent { status, text } => {
+                let reason = LastError {
+                    class: ErrorClass::Permanent,
+                    text: clean_line(&text),
+                };
+                self.bounce(e, reason, status);
+            }
+        }
+    }
+
+    /// Past its ttl: bounce with what we last knew.
+    fn expire(&mut self, evpid: u64) {
+        let Some(e) = self.envelopes.remove(&evpid) else {
+            let _ = self
+                .scheduler
+                .send((QueueToScheduler::Remove { evpid }, Vec::new()));
+            return;
+        };
+        let last = e
+            .last_error
+            .as_ref()
+            .map_or_else(String::new, |l| format!(": {}", l.text));
+        let reason = LastError {
+            class: ErrorClass::Permanent,
+            text: format!(
+                "message expired after {} days in the queue{last}",
+                e.ttl / 86_400
+            ),
+        };
+        self.bounce(e, reason, "4.4.7".into());
+    }
+
+    /// Remove a finished envelope from disk, memory and the schedule.
+    fn finish(&mut self, e: &Envelope) {
+        if let Err(err) = self.spool.remove_envelope(e.id) {
+            log_warn!("queue: envelope {}: cannot remove: {err}", e.id);
+        }
+        let _ = self
+            .scheduler
+            .send((QueueToScheduler::Remove { evpid: e.id.get() }, Vec::new()));
+    }
+
+    /// Start a bounce: ask lookup how to route it to the sender.
+    fn bounce(&mut self, failed: Envelope, reason: LastError, status: String) {
+        let Sender::Address(to) = &failed.sender else {
+            log_info!(
+                "bounce: dropping failure for {} (null sender): {}",
+                visible(&failed.rcpt),
+                visible(&reason.text)
+            );
+            self.finish(&failed);
+            return;
+        };
+        let id = self.id();
+        let query = RouteQuery {
+            facts: SessionFacts {
+                peer: None,
+                rdns: None,
+                helo: None,
+                tag: None,
+                auth_user: None,
+                tls: false,
+            },
+            sender: String::new(),
+            rcpt: to.clone(),
+        };
+        let _ = self
+            .lookup
+            .send((ToLookup::Route { id, query }, Vec::new()));
+        self.bounces.insert(
+            id,
+            PendingBounce {
+                failed,
+                reason,
+                status,
+            },
+        );
+    }
+
+    fn bounce_routed(&mut self, id: u64, answer: RouteAnswer) {
+        let Some(pending) = self.bounces.remove(&id) else {
+            return;
+        };
+        let failed = &pending.failed;
+        match answer {
+            RouteAnswer::Accept {
+                action,
+                relay,
+                dest,
+            } => {
+                match self.write_bounce(&pending, &action, relay, &dest) {
+                    Ok((msgid, envelope)) => {
+                        log_info!(
+                            "bounce: {} for {}: sent to {} as message {msgid}: {}",
+                            failed.id,
+                            visible(&failed.rcpt),
+                            visible(&dest),
+                            visible(&pending.reason.text)
+                        );
+                        // Committed (durable) before the failed envelope
+                        // goes: a crash in between repeats a bounce, never
+                        // loses one.
+                        self.commit(0, msgid, vec![envelope]);
+                        self.finish(failed);
+                    }
+                    Err(e) => {
+                        log_warn!("bounce: {}: cannot write the bounce: {e}", failed.id);
+                        let evpid = failed.id.get();
+                        self.envelopes.insert(evpid, pending.failed);
+                        let _ = self
+                            .scheduler
+                            .send((QueueToScheduler::Retry { evpid }, Vec::new()));
+                    }
+                }
+            }
+            RouteAnswer::Reject { text, .. } | RouteAnswer::TempFail { text } => {
+                log_warn!(
+                    "bounce: {}: no route back to {}: {}; failure was: {}",
+                    failed.id,
+                    visible(&failed.sender.to_string()),
+                    visible(&text),
+                    visible(&pending.reason.text)
+                );
+                self.finish(failed);
+            }
+        }
+    }
+
+    fn write_bounce(
+        &self,
+        pending: &PendingBounce,
+        action: &str,
+        relay: bool,
+        dest: &str,
+    ) -> Result<(MsgId, Envelope), String> {
+        let failed = &pending.failed;
+        let (msgid, file) = self.spool.create_message().map_err(|e| e.to_string())?;
+        let now = now();
+        let report = dsn::Report {
+            reporting_mta: self.config.hostname.clone(),
+            to: failed.sender.to_string(),
+            arrival_date: failed.created,
+            envid: failed.dsn_envid.clone(),
+            ret: match failed.dsn_ret {
+                Some(DsnRet::Headers) => dsn::Return::Headers,
+                _ => dsn::Return::Full,
+            },
+            recipients: vec![dsn::RecipientStatus {
+                final_recipient: failed.dest.clone(),
+                original_recipient: failed.dsn_orcpt.clone(),
+                action: dsn::Action::Failed,
+                status: pending.status.clone(),
+                remote_mta: None,
+                diagnostic: Some(pending.reason.text.clone()),
+                last_attempt: failed.last_try.unwrap_or(now),
+                will_retry_until: None,
+            }],
+            date: now,
+            unique: msgid.to_string(),
+        };
+        let result = (|| {
+            let original = self
+                .spool
+                .open_message(failed.msgid())
+                .map_err(|e| e.to_string())?;
+            let mut reader = std::io::BufReader::new(original);
+            let mut out = std::io::BufWriter::new(file);
+            report
+                .write(&mut reader, &mut out)
+                .map_err(|e| e.to_string())?;
+            std::io::Write::flush(&mut out).map_err(|e| e.to_string())
+        })();
+        if let Err(e) = result {
+            let _ = self.spool.abort(msgid);
+            return Err(e);
+        }
+        let envelope = Envelope {
+            id: self
+                .spool
+                .new_envelope_id(msgid)
+                .map_err(|e| e.to_string())?,
+            created: now,
+            ttl: self.config.queue.ttl.as_secs(),
+            action: action.to_owned(),
+            dispatcher: if relay {
+                Dispatcher::Relay
+            } else {
+                Dispatcher::Local
+            },
+            sender: Sender::Null,
+            rcpt: failed.sender.to_string(),
+            dest: dest.to_owned(),
+            dsn_notify: None,
+            dsn_orcpt: None,
+            dsn_ret: None,
+            dsn_envid: None,
+            body: BodyType::EightBitMime,
+            smtputf8: false,
+            helo: String::new(),
+            origin: Origin::LocalSocket,
+            hostname: self.config.hostname.clone(),
+            tag: None,
+            auth_user: None,
+            retry: 0,
+            last_try: None,
+            next_try: 0,
+            last_error: None,
+            hold: false,
+            state: RcptState::Pending,
+        };
+        Ok((msgid, envelope))
+    }
+}
+
+fn sender_of(text: &str) -> Sender {
+    if text.is_empty() {
+        Sender::Null
+    } else {
+        Sender::Address(text.to_owned())
+    }
+}
+
+/// NOTIFY text as the session kept it (`SUCCESS,DELAY`, `NEVER`).
+fn parse_notify(text: &str) -> Option<DsnNotify> {
+    if text.is_empty() {
+        return None;
+    }
+    if text.eq_ignore_ascii_case("NEVER") {
+        return Some(DsnNotify::Never);
+    }
+    let has = |w: &str| text.split(',').any(|t| t.trim().eq_ignore_ascii_case(w));
+    let (success, failure, delay) = (has("SUCCESS"), has("FAILURE"), has("DELAY"));
+    (success || failure || delay).then_some(DsnNotify::On {
+        success,
+        failure,
+        delay,
+    })
+}
+
+/// Error texts go into envelope files, which refuse line breaks.
+fn clean_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_parsing() {
+        assert_eq!(parse_notify(""), None);
+        assert_eq!(parse_notify("never"), Some(DsnNotify::Never));
+        assert_eq!(
+            parse_notify("SUCCESS,DELAY"),
+            Some(DsnNotify::On {
+                success: true,
+                failure: false,
+                delay: true
+            })
+        );
+    }
+
+    #[test]
+    fn error_text_is_one_line() {
+        assert_eq!(clean_line("a\r\nb\0c"), "a  b c");
+    }
+}

@@ -1,0 +1,748 @@
+//! The smtp role: inbound SMTP sessions. Thin I/O around the sans-IO
+//! session of rsmtpd-smtp-proto: bytes from the socket go into the session,
+//! its events become questions to lookup (each RCPT) and the queue (a
+//! message file, then the commit), its output goes back to the socket.
+//! It holds no keys, opens no files and runs nothing; as root it is
+//! `_smtpd` in an empty chroot.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rsmtpd_config::model::Config;
+use rsmtpd_ipc::Channel;
+use rsmtpd_smtp_proto::received::{Protocol, ReceivedInfo, format_received};
+use rsmtpd_smtp_proto::reply::{EnhancedCode, Reply};
+use rsmtpd_smtp_proto::server::{Event, ServerConfig, ServerSession, Transaction};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::links::{
+    FromLookup, QueueToSmtp, Role, RouteAnswer, RouteQuery, SessionFacts, SmtpToQueue, Start,
+    Submission, SubmittedRcpt, ToLookup,
+};
+use crate::logging::visible;
+use crate::roles::{ParentLink, Received, RoleError, writer};
+use crate::{log_info, log_warn};
+
+/// Inside DATA, the least a client must send per window
+/// ([`crate::tuning::Tuning::data_window`]): a client trickling a byte a
+/// minute would hold a session forever otherwise.
+pub const MIN_DATA_BYTES_PER_WINDOW: u64 = 1024;
+
+pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<(), RoleError> {
+    let queue = fds.link(Role::Queue)?;
+    let lookup = fds.link(Role::Lookup)?;
+    let listeners = fds.listeners();
+    let ids = SessionIds::new();
+    crate::privsep::apply(start.mode, &super::privileges(Role::Smtp, &start))?;
+    super::ready(&mut parent)?;
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        let parent = parent.into_async()?;
+        let queue: Channel<SmtpToQueue, QueueToSmtp> = Channel::from_fd(queue)?;
+        let lookup: Channel<ToLookup, FromLookup> = Channel::from_fd(lookup)?;
+        let shared = Arc::new(Shared {
+            config: start.config,
+            tuning: start.tuning,
+            queue: Client::start(queue),
+            lookup: Client::start(lookup),
+            sessions: AtomicUsize::new(0),
+            ids,
+            per_address: Mutex::new(HashMap::new()),
+        });
+        let (stop_tx, stop) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        // `-P smtp`: the sockets stay bound (clients queue in the backlog)
+        // but nothing is accepted until smtpctl resumes it (a later issue).
+        let listeners = if start.paused.contains(&crate::smtpd::Subsystem::Smtp) {
+            log_info!("smtp-in: paused, not accepting connections");
+            Vec::new()
+        } else {
+            listeners
+        };
+        for (index, addr, hostname, fd) in listeners {
+            let std_listener = std::net::TcpListener::from(fd);
+            std_listener
+                .set_nonblocking(true)
+                .map_err(|e| RoleError::Setup(format!("listener {addr}: {e}")))?;
+            let listener = TcpListener::from_std(std_listener)
+                .map_err(|e| RoleError::Setup(format!("listener {addr}: {e}")))?;
+            let at = Listening {
+                index,
+                addr,
+                hostname,
+            };
+            tasks.spawn(accept_loop(listener, at, shared.clone(), stop.clone()));
+        }
+        super::wait_for_shutdown(parent).await?;
+        let _ = stop_tx.send(true);
+        // Give sessions a moment to say 421 and go.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        Ok(())
+    })
+}
+
+struct Shared {
+    config: Config,
+    tuning: crate::tuning::Tuning,
+    queue: Arc<Client<SmtpToQueue, QueueToSmtp>>,
+    lookup: Arc<Client<ToLookup, FromLookup>>,
+    sessions: AtomicUsize,
+    ids: SessionIds,
+    per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One bound socket: which listener it belongs to and what it is called.
+#[derive(Debug, Clone)]
+struct Listening {
+    index: usize,
+    addr: SocketAddr,
+    hostname: String,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    at: Listening,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let at = Arc::new(at);
+    let mut sessions = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Some(slot) = SessionSlot::take(&shared, peer.ip()) else {
+                        refuse_busy(stream);
+                        continue;
+                    };
+                    sessions.spawn(session(stream, peer, at.clone(), shared.clone(), stop.clone(), slot));
+                }
+                Err(e) => {
+                    log_warn!("smtp-in: accept on {}: {e}", at.addr);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = stop.changed() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    while sessions.join_next().await.is_some() {}
+}
+
+/// Too many sessions: say so and close, without reading anything.
+fn refuse_busy(mut stream: TcpStream) {
+    tokio::spawn(async move {
+        let _ = stream
+            .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
+            .await;
+    });
+}
+
+/// A counted session; gives its place back when dropped.
+struct SessionSlot {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl SessionSlot {
+    fn take(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Option<SessionSlot> {
+        let mut per = shared.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let limits = &shared.config.smtp;
+        let here = per.get(&ip).copied().unwrap_or(0);
+        if here as u64 >= limits.max_sessions_per_address
+            || shared.sessions.load(Ordering::Relaxed) as u64 >= limits.max_sessions
+        {
+            return None;
+        }
+        per.insert(ip, here + 1);
+        shared.sessions.fetch_add(1, Ordering::Relaxed);
+        Some(SessionSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.shared.sessions.fetch_sub(1, Ordering::Relaxed);
+        let mut per = self
+            .shared
+            .per_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Session ids: a random base read before chroot, then a counter spread
+/// over the 64 bits (an odd multiplier is a bijection), so ids never repeat
+/// within a run and do not reveal how many sessions there were.
+struct SessionIds {
+    base: u64,
+    next: AtomicU64,
+}
+
+impl SessionIds {
+    fn new() -> SessionIds {
+        let mut buf = [0u8; 8];
+        if std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+            .is_err()
+        {
+            buf = now().to_be_bytes();
+        }
+        SessionIds {
+            base: u64::from_be_bytes(buf),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}", self.base ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+}
+
+/// What the loop must do after an event, with the borrow of the session
+/// released.
+enum Todo {
+    Nothing,
+    Route(String),
+    Create(Transaction),
+    Write(Vec<u8>),
+    Commit(Transaction),
+    Drop,
+    Close,
+}
+
+/// The message being received.
+struct Incoming {
+    msgid: u32,
+    file: std::io::BufWriter<std::fs::File>,
+    size: u64,
+    failed: bool,
+}
+
+/// One SMTP session, from accept to close.
+async fn session(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    at: Arc<Listening>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    _slot: SessionSlot,
+) {
+    let config = &shared.config;
+    let listener = config.listeners.get(at.index);
+    let hostname = at.hostname.clone();
+    let id = shared.ids.next();
+    log_info!(
+        "smtp-in: session {id}: connected address={} host=<unknown>",
+        peer.ip()
+    );
+    let mut s = ServerSession::new(ServerConfig {
+        hostname: hostname.clone(),
+        max_message_size: config.smtp.max_message_size,
+        max_recipients: usize::try_from(config.smtp.max_rcpt).unwrap_or(usize::MAX),
+        max_messages: u32::try_from(config.smtp.max_mails).unwrap_or(u32::MAX),
+        max_errors: u32::try_from(config.smtp.max_errors).unwrap_or(u32::MAX),
+        dsn: !listener.is_some_and(|l| l.no_dsn),
+    });
+    let facts_base = SessionFacts {
+        peer: Some(peer.ip()),
+        rdns: None,
+        helo: None,
+        tag: listener.and_then(|l| l.tag.clone()),
+        auth_user: None,
+        tls: false,
+    };
+    let mask_src = listener.is_some_and(|l| l.mask_src);
+    let mut routes: Vec<(String, RouteAnswer)> = Vec::new();
+    let mut incoming: Option<Incoming> = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pending_input: Vec<u8> = Vec::new();
+    let mut window_start = tokio::time::Instant::now();
+    let mut window_bytes: u64 = 0;
+    let mut reason = "disconnect";
+
+    'session: loop {
+        // Run the session on what it has, answering its questions.
+        loop {
+            let todo = match s.poll() {
+                None => break,
+                Some(Event::MailFrom { .. }) => {
+                    routes.clear();
+                    let _ = s.accept_mail();
+                    Todo::Nothing
+                }
+                Some(Event::Recipient { to, .. }) => Todo::Route(to.mailbox().to_string()),
+                Some(Event::DataStart { transaction }) => Todo::Create(transaction.clone()),
+                Some(Event::DataChunk(bytes)) => Todo::Write(bytes.to_vec()),
+                Some(Event::DataEnd {
+                    transaction,
+                    verdict,
+                }) => match verdict {
+                    Ok(()) => Todo::Commit(transaction.clone()),
+                    Err(e) => {
+                        log_info!("smtp-in: session {id}: message refused: {e}");
+                        Todo::Drop
+                    }
+                },
+                Some(Event::Close) => Todo::Close,
+            };
+            match todo {
+                Todo::Nothing => {}
+                Todo::Route(rcpt) => {
+                    let sender = s
+                        .transaction()
+                        .and_then(|t| t.sender.mailbox().map(|m| m.to_string()))
+                        .unwrap_or_default();
+                    let facts = SessionFacts {
+                        helo: s.helo().map(|h| h.name.to_string()),
+                        ..facts_base.clone()
+                    };
+                    let query = RouteQuery {
+                        facts,
+                        sender,
+                        rcpt: rcpt.clone(),
+                    };
+                    let answer = shared
+                        .lookup
+                        .call(|id| ToLookup::Route { id, query })
+                        .await
+                        .map(|(FromLookup::Route { answer, .. }, _)| answer);
+                    match answer {
+                        Some(RouteAnswer::Accept { .. }) => {
+                            if let Some(a) = answer {
+                                routes.push((rcpt, a));
+                            }
+                            let _ = s.accept_rcpt();
+                        }
+                        Some(RouteAnswer::Reject { code, status, text }) => {
+                            log_info!(
+                                "smtp-in: session {id}: failed-command command=\"RCPT TO:<{}>\" result=\"{code} {status} {}\"",
+                                visible(&rcpt),
+                                visible(&text)
+                            );
+                            let _ = s.reject_rcpt(reply(code, &status, text));
+                        }
+                        Some(RouteAnswer::TempFail { text }) => {
+                            let _ = s.reject_rcpt(reply(451, "4.3.0", text));
+                        }
+                        None => {
+                            let _ = s.reject_rcpt(reply(451, "4.3.0", "Temporary failure".into()));
+                        }
+                    }
+                }
+                Todo::Create(tx) => {
+                    match create_message(&shared, &tx, &hostname, peer, mask_src).await {
+                        Ok(msg) => {
+                            incoming = Some(msg);
+                            let _ = s.data_ready();
+                        }
+                        Err(text) => {
+                            let _ = s.data_refused(reply(451, "4.3.0", text));
+                        }
+                    }
+                }
+                Todo::Write(bytes) => {
+                    if let Some(msg) = incoming.as_mut()
+                        && !msg.failed
+                    {
+                        msg.size += bytes.len() as u64;
+                        if msg.file.write_all(&bytes).is_err() {
+                            msg.failed = true;
+                        }
+                    }
+                }
+                Todo::Drop => {
+                    if let Some(msg) = incoming.take() {
+                        shared.queue.send(SmtpToQueue::Abort { msgid: msg.msgid });
+                    }
+                }
+                Todo::Commit(tx) => {
+                    let result = commit(
+                        &shared,
+                        incoming.take(),
+                        &tx,
+                        &routes,
+                        &facts_base,
+                        &hostname,
+                    )
+                    .await;
+                    match result {
+                        Ok((msgid, size)) => {
+                            log_info!(
+                                "smtp-in: session {id}: message msgid={msgid:08x} size={size} nrcpt={} proto={}",
+                                tx.recipients.len(),
+                                if tx.helo.esmtp { "ESMTP" } else { "SMTP" }
+                            );
+                            let _ = s.message_accepted(&format!("{msgid:08x}"));
+                        }
+                        Err(text) => {
+                            let _ = s.message_failed(reply(451, "4.3.0", text));
+                        }
+                    }
+                    routes.clear();
+                }
+                Todo::Close => {
+                    if reason == "disconnect" {
+                        reason = "quit";
+                    }
+                }
+            }
+        }
+        let out = s.take_output();
+        if !out.is_empty() && stream.write_all(&out).await.is_err() {
+            break 'session;
+        }
+        if s.is_closed() {
+            break;
+        }
+        // Input the session could not take yet (its buffer was full). Read
+        // nothing more until it is taken, so memory stays bounded.
+        if !pending_input.is_empty() {
+            let n = s.feed(&pending_input);
+            pending_input.drain(..n);
+            if n > 0 {
+                continue;
+            }
+            // Idle, output sent, yet no room for input: cannot happen with
+            // a well-behaved session; never spin on it.
+            log_warn!("smtp-in: session {id}: input stalled, closing");
+            break 'session;
+        }
+        let in_data = incoming.is_some();
+        let timeout = if in_data {
+            shared
+                .tuning
+                .data_window
+                .saturating_sub(window_start.elapsed())
+        } else {
+            shared.tuning.command_timeout
+        };
+        tokio::select! {
+            read = tokio::time::timeout(timeout, stream.read(&mut buf)) => match read {
+                Ok(Ok(0)) | Ok(Err(_)) => break 'session,
+                Ok(Ok(n)) => {
+                    let data = buf.get(..n).unwrap_or_default();
+                    window_bytes += n as u64;
+                    let taken = s.feed(data);
+                    pending_input.extend_from_slice(data.get(taken..).unwrap_or_default());
+                }
+                Err(_) if in_data => {
+                    if window_bytes < MIN_DATA_BYTES_PER_WINDOW {
+                        reason = "too slow";
+                        s.on_timeout();
+                    }
+                    window_start = tokio::time::Instant::now();
+                    window_bytes = 0;
+                }
+                Err(_) => {
+                    reason = "timeout";
+                    s.on_timeout();
+                }
+            },
+            _ = stop.changed() => {
+                reason = "shutdown";
+                s.shutdown();
+            }
+        }
+        if !in_data {
+            window_start = tokio::time::Instant::now();
+            window_bytes = 0;
+        }
+    }
+    if let Some(msg) = incoming.take() {
+        shared.queue.send(SmtpToQueue::Abort { msgid: msg.msgid });
+    }
+    let _ = stream.shutdown().await;
+    log_info!("smtp-in: session {id}: closed reason={reason}");
+}
+
+/// A reply from lookup's or the queue's answer; one that does not make a
+/// valid reply (it would be a bug of ours) becomes a temporary failure.
+fn reply(code: u16, status: &str, text: String) -> Reply {
+    Reply::new(code, parse_status(status), vec![text]).unwrap_or_else(|_| temporary_failure())
+}
+
+#[allow(clippy::expect_used)]
+fn temporary_failure() -> Reply {
+    // Constant arguments that Reply::new accepts: a valid code, a matching
+    // class and one line.
+    Reply::new(
+        451,
+        Some(EnhancedCode::new(4, 3, 0)),
+        vec!["Temporary failure".into()],
+    )
+    .expect("constant reply")
+}
+
+fn parse_status(status: &str) -> Option<EnhancedCode> {
+    let mut parts = status.split('.');
+    let class = parts.next()?.parse().ok()?;
+    let subject = parts.next()?.parse().ok()?;
+    let detail = parts.next()?.parse().ok()?;
+    Some(EnhancedCode::new(class, subject, detail))
+}
+
+async fn create_message(
+    shared: &Shared,
+    tx: &Transaction,
+    hostname: &str,
+    peer: SocketAddr,
+    mask_src: bool,
+) -> Result<Incoming, String> {
+    let (answer, mut fds) = shared
+        .queue
+        .call(|id| SmtpToQueue::Create { id })
+        .await
+        .ok_or("Temporary queue failure")?;
+    let msgid = match answer {
+        QueueToSmtp::Created { msgid, .. } => msgid,
+        QueueToSmtp::CreateFailed { reason, .. } => return Err(reason),
+        _ => return Err("Temporary queue failure".into()),
+    };
+    let fd: OwnedFd = fds.pop().ok_or("Temporary queue failure")?;
+    let mut file = std::io::BufWriter::with_capacity(64 * 1024, std::fs::File::from(fd));
+    let for_rcpt = match tx.recipients.as_slice() {
+        [one] => Some(one.path.mailbox().to_string()),
+        _ => None,
+    };
+    let date = crate::dsn::rfc5322_date(now());
+    let id = format!("{msgid:08x}");
+    let header = format_received(&ReceivedInfo {
+        helo: &tx.helo.name.to_string(),
+        client_host: None,
+        client_ip: Some(peer.ip()),
+        mask_src,
+        by: hostname,
+        protocol: Protocol {
+            esmtp: tx.helo.esmtp,
+            tls: false,
+            auth: false,
+            utf8: tx.params.smtputf8,
+        },
+        id: &id,
+        for_rcpt: for_rcpt.as_deref(),
+        date: &date,
+    });
+    file.write_all(header.as_bytes())
+        .map_err(|_| "Temporary queue failure".to_string())?;
+    Ok(Incoming {
+        msgid,
+        size: 0,
+        failed: false,
+        file,
+    })
+}
+
+async fn commit(
+    shared: &Shared,
+    incoming: Option<Incoming>,
+    tx: &Transaction,
+    routes: &[(String, RouteAnswer)],
+    facts: &SessionFacts,
+    hostname: &str,
+) -> Result<(u32, u64), String> {
+    let msg = incoming.ok_or("Temporary queue failure")?;
+    let msgid = msg.msgid;
+    let size = msg.size;
+    let flushed = !msg.failed && msg.file.into_inner().is_ok();
+    if !flushed {
+        shared.queue.send(SmtpToQueue::Abort { msgid });
+        return Err("Temporary queue failure: cannot write the message".into());
+    }
+    let mut recipients = Vec::with_capacity(tx.recipients.len());
+    for r in &tx.recipients {
+        let rcpt = r.path.mailbox().to_string();
+        let Some((
+            _,
+            RouteAnswer::Accept {
+                action,
+                relay,
+                dest,
+            },
+        )) = routes.iter().find(|(k, _)| *k == rcpt)
+        else {
+            continue;
+        };
+        recipients.push(SubmittedRcpt {
+            rcpt,
+            dest: dest.clone(),
+            action: action.clone(),
+            relay: *relay,
+            notify: match r.params.notify {
+                None => String::new(),
+                Some(rsmtpd_smtp_proto::command::Notify::Never) => "NEVER".into(),
+                Some(rsmtpd_smtp_proto::command::Notify::On(on)) => {
+                    let mut v = Vec::new();
+                    if on.success() {
+                        v.push("SUCCESS");
+                    }
+                    if on.failure() {
+                        v.push("FAILURE");
+                    }
+                    if on.delay() {
+                        v.push("DELAY");
+                    }
+                    v.join(",")
+                }
+            },
+            orcpt: r.params.orcpt.as_ref().map(|o| {
+                format!(
+                    "{};{}",
+                    o.addr_type,
+                    String::from_utf8_lossy(&o.address.decode())
+                )
+            }),
+        });
+    }
+    let submission = Submission {
+        sender: tx
+            .sender
+            .mailbox()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+        recipients,
+        facts: SessionFacts {
+            helo: Some(tx.helo.name.to_string()),
+            ..facts.clone()
+        },
+        hostname: hostname.to_owned(),
+        ret: tx.params.ret.map(|r| match r {
+            rsmtpd_smtp_proto::command::Ret::Full => "FULL".into(),
+            rsmtpd_smtp_proto::command::Ret::Hdrs => "HDRS".into(),
+        }),
+        envid: tx
+            .params
+            .envid
+            .as_ref()
+            .map(|e| String::from_utf8_lossy(&e.decode()).into_owned()),
+        body_8bit: tx.params.body == Some(rsmtpd_smtp_proto::command::Body::EightBitMime),
+        smtputf8: tx.params.smtputf8,
+    };
+    let answer = shared
+        .queue
+        .call(|id| SmtpToQueue::Commit {
+            id,
+            msgid,
+            submission: Box::new(submission),
+        })
+        .await
+        .map(|(a, _)| a);
+    match answer {
+        Some(QueueToSmtp::Committed { .. }) => Ok((msgid, size)),
+        Some(QueueToSmtp::CommitFailed { reason, .. }) => Err(reason),
+        _ => Err("Temporary queue failure".into()),
+    }
+}
+
+/// Answers carry the id of the request they answer.
+pub trait Correlated {
+    fn id(&self) -> u64;
+}
+
+impl Correlated for FromLookup {
+    fn id(&self) -> u64 {
+        match self {
+            FromLookup::Route { id, .. } => *id,
+        }
+    }
+}
+
+impl Correlated for QueueToSmtp {
+    fn id(&self) -> u64 {
+        match self {
+            QueueToSmtp::Created { id, .. }
+            | QueueToSmtp::CreateFailed { id, .. }
+            | QueueToSmtp::Committed { id, .. }
+            | QueueToSmtp::CommitFailed { id, .. } => *id,
+        }
+    }
+}
+
+type Waiter<Resp> = oneshot::Sender<(Resp, Vec<OwnedFd>)>;
+
+/// Request/answer over a link shared by many sessions.
+pub struct Client<Req, Resp> {
+    next: AtomicU64,
+    pending: Arc<Mutex<HashMap<u64, Waiter<Resp>>>>,
+    out: mpsc::UnboundedSender<(Req, Vec<OwnedFd>)>,
+}
+
+impl<Req, Resp> Client<Req, Resp>
+where
+    Req: serde::Serialize + Send + Sync + 'static,
+    Resp: serde::de::DeserializeOwned + Correlated + Send + 'static,
+{
+    pub fn start(channel: Channel<Req, Resp>) -> Arc<Self> {
+        let (tx, mut rx) = channel.split();
+        let pending: Arc<Mutex<HashMap<u64, Waiter<Resp>>>> = Arc::new(Mutex::new(HashMap::new()));
+        let routes = pending.clone();
+        tokio::spawn(async move {
+            while let Ok(Some((msg, fds))) = rx.recv().await {
+                let waiter = routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&msg.id());
+                if let Some(w) = waiter {
+                    let _ = w.send((msg, fds));
+                }
+            }
+            // The link is gone: every waiter gets None.
+            routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        });
+        Arc::new(Client {
+            next: AtomicU64::new(1),
+            pending,
+            out: writer(tx),
+        })
+    }
+
+    /// Send a request made with a fresh id and wait for its answer; `None`
+    /// if the link went away.
+    pub async fn call(&self, make: impl FnOnce(u64) -> Req) -> Option<(Resp, Vec<OwnedFd>)> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        if self.out.send((make(id), Vec::new())).is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// A request without an answer.
+    pub fn send(&self, req: Req) {
+        let _ = self.out.send((req, Vec::new()));
+    }
+}

@@ -1,0 +1,73 @@
+//! Timing knobs read from the environment at start-up, meant for tests
+//! (a test cannot wait five minutes for a command timeout) and documented
+//! in docs/operations.md. Each is a number of seconds; an absent or
+//! malformed value keeps the default.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tuning {
+    /// `RSMTPD_SMTP_TIMEOUT`: silence allowed between commands.
+    pub command_timeout: Duration,
+    /// `RSMTPD_SMTP_DATA_WINDOW`: the window of the minimum DATA rate.
+    pub data_window: Duration,
+    /// `RSMTPD_RETRY_BASE_LOCAL`: first retry of a local delivery.
+    pub retry_base_local: u64,
+    /// `RSMTPD_RETRY_BASE_RELAY`: first retry of a relayed one.
+    pub retry_base_relay: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            // RFC 5321 4.5.3.2 asks for at least 5 minutes.
+            command_timeout: Duration::from_secs(300),
+            data_window: Duration::from_secs(60),
+            // OpenSMTPD's ramqueue backoff bases.
+            retry_base_local: 10,
+            retry_base_relay: 400,
+        }
+    }
+}
+
+impl Tuning {
+    pub fn from_env() -> Tuning {
+        Tuning::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Tuning {
+        let secs = |name: &str| {
+            get(name)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|v| *v > 0)
+        };
+        let d = Tuning::default();
+        Tuning {
+            command_timeout: secs("RSMTPD_SMTP_TIMEOUT")
+                .map_or(d.command_timeout, Duration::from_secs),
+            data_window: secs("RSMTPD_SMTP_DATA_WINDOW").map_or(d.data_window, Duration::from_secs),
+            retry_base_local: secs("RSMTPD_RETRY_BASE_LOCAL").unwrap_or(d.retry_base_local),
+            retry_base_relay: secs("RSMTPD_RETRY_BASE_RELAY").unwrap_or(d.retry_base_relay),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_and_fallbacks() {
+        let t = Tuning::from_lookup(|n| match n {
+            "RSMTPD_SMTP_TIMEOUT" => Some("2".into()),
+            "RSMTPD_SMTP_DATA_WINDOW" => Some("nope".into()),
+            "RSMTPD_RETRY_BASE_LOCAL" => Some("0".into()),
+            _ => None,
+        });
+        assert_eq!(t.command_timeout, Duration::from_secs(2));
+        assert_eq!(t.data_window, Tuning::default().data_window);
+        assert_eq!(t.retry_base_local, 10);
+    }
+}
