@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// What the daemon logs once it has started.
+const READY: &str = "smtpd: ready";
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -93,8 +96,12 @@ impl Daemon {
         d
     }
 
-    /// Start (again) with the same config and spool.
+    /// Start (again) with the same config and spool, and wait until this
+    /// run says it is ready. The daemon gets its own process group, so
+    /// [`Daemon::kill_all`] can kill every process of it at once.
     pub fn spawn(&mut self, extra: &[&str]) {
+        use std::os::unix::process::CommandExt;
+        let ready_before = self.log().matches(READY).count();
         let mut child = Command::new(&self.binary)
             .arg("-d")
             .arg("-v")
@@ -105,6 +112,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            .process_group(0)
             .spawn()
             .expect("start smtpd");
         let stderr = child.stderr.take().expect("stderr");
@@ -118,7 +126,21 @@ impl Daemon {
             }
         });
         self.child = Some(child);
-        self.wait_for_log("smtpd: ready", Duration::from_secs(20));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log().matches(READY).count() <= ready_before {
+            if let Some(status) = self.exited() {
+                panic!(
+                    "smtpd exited ({status}) during start-up; log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "smtpd not ready after 30 s; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -208,20 +230,19 @@ impl Daemon {
         }
     }
 
-    /// SIGKILL the whole daemon: the parent and every child role.
+    /// SIGKILL the whole daemon at once: its process group holds the
+    /// parent, every child role and any delivery in progress.
     pub fn kill_all(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let pid = child.id();
-            let mut pids = descendants(pid);
-            pids.push(pid);
-            for p in pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(p as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            let group = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();
-            std::thread::sleep(Duration::from_millis(50));
+            // Wait (bounded) until no member of the group runs any more
+            // (orphans may linger as zombies where nothing reaps them).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while group_alive(group.as_raw()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 
@@ -237,6 +258,30 @@ impl Drop for Daemon {
             self.kill_all();
         }
     }
+}
+
+/// Whether a process of group `pgid` is alive (not a zombie).
+fn group_alive(pgid: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // After the command name: state, ppid, pgrp, ...
+        let mut fields = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|p| p.parse::<i32>().ok());
+        pgrp == Some(pgid) && state != Some("Z")
+    })
 }
 
 /// Every process whose parent chain leads to `pid`.

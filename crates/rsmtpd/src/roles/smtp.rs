@@ -285,6 +285,7 @@ async fn session(
     let mut pending_input: Vec<u8> = Vec::new();
     let mut window_start = tokio::time::Instant::now();
     let mut window_bytes: u64 = 0;
+    let mut last_progress = tokio::time::Instant::now();
     let mut reason = "disconnect";
 
     'session: loop {
@@ -415,8 +416,18 @@ async fn session(
             }
         }
         let out = s.take_output();
-        if !out.is_empty() && stream.write_all(&out).await.is_err() {
-            break 'session;
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                break 'session;
+            }
+            // A reply means a command was handled: the command timeout
+            // counts from here, not from the last byte read.
+            last_progress = tokio::time::Instant::now();
+            // The session pauses while its output is large; it may hold
+            // more pipelined commands, so run it again before reading.
+            if !s.is_closed() {
+                continue;
+            }
         }
         if s.is_closed() {
             break;
@@ -441,7 +452,12 @@ async fn session(
                 .data_window
                 .saturating_sub(window_start.elapsed())
         } else {
-            shared.tuning.command_timeout
+            // Per command, as RFC 5321 4.5.3.2 means it: a client trickling
+            // bytes without ever finishing a command times out too.
+            shared
+                .tuning
+                .command_timeout
+                .saturating_sub(last_progress.elapsed())
         };
         tokio::select! {
             read = tokio::time::timeout(timeout, stream.read(&mut buf)) => match read {
