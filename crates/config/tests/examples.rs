@@ -14,11 +14,7 @@ use std::path::{Path, PathBuf};
 use rsmtpd_config::parse_str;
 
 fn examples_dir() -> PathBuf {
-    match std::env::var_os("RSMTPD_REFERENCE_DIR") {
-        Some(dir) => PathBuf::from(dir).join("opensmtpd/examples"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/reference/opensmtpd/examples"),
-    }
+    rsmtpd_test_support::reference_dir().join("examples")
 }
 
 /// Table contents good for the way each example uses the file.
