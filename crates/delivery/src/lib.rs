@@ -4,8 +4,12 @@
 //! [`Outcome`]. Nothing here runs as root and nothing here is given a path
 //! that came from the network without the caller having checked it.
 
+pub mod format;
 pub mod headers;
+pub mod lmtp;
 pub mod maildir;
+pub mod mbox;
+pub mod mda;
 
 /// Whether a failure is worth retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 //! - [`received`]: the `Received:` header.
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod received;
