@@ -5,7 +5,7 @@
 //!
 //! Everything arrives as an [`Event`] on one channel and is handled in
 //! order by one loop that owns the state; only commits (which wait for
-//! fsyncs) run on blocking threads, so that many sessions share a round.
+//! fsyncs) run on blocking threads, so that many sessions' fsyncs overlap.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rsmtpd_config::model::Config;
 use rsmtpd_ipc::Channel;
 use rsmtpd_queue::{
-    BodyType, Committer, Dispatcher, DsnNotify, DsnRet, Envelope, ErrorClass, LastError, MsgId,
+    BodyType, Dispatcher, DsnNotify, DsnRet, Envelope, ErrorClass, LastError, MsgId,
     Origin, RcptState, Sender, Spool, SpoolError, Urandom,
 };
 use tokio::sync::mpsc;
@@ -85,7 +85,6 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         let spool = Arc::new(spool);
         let mut queue = Queue {
             config: start.config,
-            committer: Arc::new(Committer::new(spool.clone())),
             spool,
             envelopes: HashMap::new(),
             bounces: HashMap::new(),
@@ -135,7 +134,6 @@ struct PendingBounce {
 struct Queue {
     config: Config,
     spool: Arc<Spool>,
-    committer: Arc<Committer>,
     /// Every committed envelope still pending, by id.
     envelopes: HashMap<u64, Envelope>,
     bounces: HashMap<u64, PendingBounce>,
@@ -278,10 +276,14 @@ impl Queue {
 
     /// Commit on a blocking thread; the result comes back as an event.
     fn commit(&self, id: u64, msgid: MsgId, envelopes: Vec<Envelope>) {
-        let committer = self.committer.clone();
+        // Each commit syncs its own files and directories on a blocking
+        // thread; concurrent commits overlap their fsyncs, which ext4's
+        // journal merges (measured faster here than rsmtpd_queue::Committer's
+        // explicit rounds, docs/queue.md).
+        let spool = self.spool.clone();
         let events = self.events.clone();
         tokio::task::spawn_blocking(move || {
-            let result = committer
+            let result = spool
                 .commit(msgid, envelopes.clone())
                 .map(|()| envelopes)
                 .map_err(|e| e.to_string());
