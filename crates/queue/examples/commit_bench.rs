@@ -25,6 +25,8 @@ fn envelope(id: EnvelopeId) -> Envelope {
         sender: Sender::Address("a@example.org".into()),
         rcpt: "b@example.net".into(),
         dest: "b@example.net".into(),
+        user: None,
+        target: None,
         dsn_notify: None,
         dsn_orcpt: None,
         dsn_ret: None,

@@ -19,8 +19,8 @@ use std::net::IpAddr;
 
 use crate::crc32::crc32;
 use crate::envelope::{
-    BodyType, Dispatcher, DsnNotify, DsnRet, Envelope, ErrorClass, LastError, Origin, RcptState,
-    Sender,
+    BodyType, Dispatcher, DsnNotify, DsnRet, Envelope, ErrorClass, LastError, LocalTarget, Origin,
+    RcptState, Sender,
 };
 use crate::id::EnvelopeId;
 
@@ -63,6 +63,8 @@ fields! {
     Sender = "sender",
     Rcpt = "rcpt",
     Dest = "dest",
+    User = "user",
+    Target = "target",
     DsnNotify = "dsn-notify",
     DsnOrcpt = "dsn-orcpt",
     DsnRet = "dsn-ret",
@@ -200,6 +202,20 @@ pub fn encode(e: &Envelope) -> Result<Vec<u8>, EncodeError> {
     ));
     lines.push((F::Rcpt, non_empty(F::Rcpt, &e.rcpt)?));
     lines.push((F::Dest, non_empty(F::Dest, &e.dest)?));
+    if let Some(u) = &e.user {
+        lines.push((F::User, non_empty(F::User, u)?));
+    }
+    match &e.target {
+        None => {}
+        Some(LocalTarget::File(path)) => {
+            non_empty(F::Target, path)?;
+            lines.push((F::Target, format!("file {path}").into()));
+        }
+        Some(LocalTarget::Command(cmd)) => {
+            non_empty(F::Target, cmd)?;
+            lines.push((F::Target, format!("command {cmd}").into()));
+        }
+    }
     if let Some(n) = e.dsn_notify {
         lines.push((F::DsnNotify, notify_text(n)?.into()));
     }
@@ -521,6 +537,19 @@ impl<'a> Fields<'a> {
             sender,
             rcpt: self.non_empty(F::Rcpt)?,
             dest: self.non_empty(F::Dest)?,
+            user: self.opt_non_empty(F::User)?,
+            target: match self.opt(F::Target) {
+                None => None,
+                Some(v) => match v.split_once(' ') {
+                    Some(("file", path)) if !path.is_empty() => {
+                        Some(LocalTarget::File(path.to_owned()))
+                    }
+                    Some(("command", cmd)) if !cmd.is_empty() => {
+                        Some(LocalTarget::Command(cmd.to_owned()))
+                    }
+                    _ => return Err(bad(F::Target, "expected file PATH or command CMD")),
+                },
+            },
             dsn_notify,
             dsn_orcpt: self.opt_non_empty(F::DsnOrcpt)?,
             dsn_ret,
@@ -599,6 +628,8 @@ mod tests {
             sender: Sender::Null,
             rcpt: "b@example.net".into(),
             dest: "b@example.net".into(),
+            user: None,
+            target: None,
             dsn_notify: None,
             dsn_orcpt: None,
             dsn_ret: None,
@@ -626,6 +657,8 @@ mod tests {
             sender: Sender::Address("a@example.org".into()),
             rcpt: "postmaster@example.net".into(),
             dest: "bob@example.net".into(),
+            user: Some("bob".into()),
+            target: Some(LocalTarget::Command("/usr/bin/procmail -d bob".into())),
             dsn_notify: Some(DsnNotify::On {
                 success: true,
                 failure: true,
@@ -665,6 +698,8 @@ dispatcher: local
 sender: a@example.org
 rcpt: postmaster@example.net
 dest: bob@example.net
+user: bob
+target: command /usr/bin/procmail -d bob
 dsn-notify: success,failure
 dsn-orcpt: rfc822;postmaster@example.net
 dsn-ret: hdrs

@@ -72,6 +72,16 @@ pub enum Origin {
     Inet { addr: IpAddr, rdns: Option<String> },
 }
 
+/// What a local delivery writes to instead of the action's mailbox, when
+/// an alias or a .forward entry said so.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LocalTarget {
+    /// `/path`: append to this file (mbox format) as the user.
+    File(String),
+    /// `|command`: pipe the message to this command as the user.
+    Command(String),
+}
+
 /// Class of a delivery failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
@@ -114,6 +124,12 @@ pub struct Envelope {
     pub rcpt: String,
     /// The destination after alias/virtual/forward expansion (non-empty).
     pub dest: String,
+    /// The local account the delivery runs as, when expansion chose it
+    /// (a virtual user, the owner of a .forward); otherwise the parent
+    /// resolves the destination's user part.
+    pub user: Option<String>,
+    /// A file or command from an alias or .forward entry.
+    pub target: Option<LocalTarget>,
 
     pub dsn_notify: Option<DsnNotify>,
     pub dsn_orcpt: Option<String>,

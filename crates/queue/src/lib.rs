@@ -20,8 +20,8 @@ pub use codec::{
 pub use commit::Committer;
 pub use crc32::crc32;
 pub use envelope::{
-    BodyType, Dispatcher, DsnNotify, DsnRet, Envelope, ErrorClass, LastError, Origin, RcptState,
-    Sender,
+    BodyType, Dispatcher, DsnNotify, DsnRet, Envelope, ErrorClass, LastError, LocalTarget, Origin,
+    RcptState, Sender,
 };
 pub use id::{EnvelopeId, IdError, MsgId};
 pub use random::Urandom;

@@ -727,6 +727,8 @@ pub(crate) mod tests {
             sender: Sender::Address("a@example.org".into()),
             rcpt: "b@example.net".into(),
             dest: "b@example.net".into(),
+            user: None,
+            target: None,
             dsn_notify: None,
             dsn_orcpt: None,
             dsn_ret: None,

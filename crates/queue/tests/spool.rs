@@ -45,6 +45,8 @@ fn envelope(id: EnvelopeId, rcpt: &str) -> Envelope {
         sender: Sender::Address("a@example.org".into()),
         rcpt: rcpt.into(),
         dest: rcpt.into(),
+        user: None,
+        target: None,
         dsn_notify: None,
         dsn_orcpt: None,
         dsn_ret: None,

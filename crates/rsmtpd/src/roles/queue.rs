@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rsmtpd_config::model::Config;
 use rsmtpd_ipc::Channel;
 use rsmtpd_queue::{
-    BodyType, Dispatcher, DsnNotify, DsnRet, Envelope, ErrorClass, LastError, MsgId,
-    Origin, RcptState, Sender, Spool, SpoolError, Urandom,
+    BodyType, Dispatcher, DsnNotify, DsnRet, Envelope, ErrorClass, LastError, MsgId, Origin,
+    RcptState, Sender, Spool, SpoolError, Urandom,
 };
 use tokio::sync::mpsc;
 
@@ -352,6 +352,8 @@ impl Queue {
                 sender: sender_of(&sub.sender),
                 rcpt: r.rcpt.clone(),
                 dest: r.dest.clone(),
+                user: None,
+                target: None,
                 dsn_notify: parse_notify(&r.notify),
                 dsn_orcpt: r.orcpt.clone(),
                 dsn_ret: match sub.ret.as_deref() {
@@ -431,6 +433,8 @@ impl Queue {
             },
             rcpt: e.rcpt.clone(),
             dest: e.dest.clone(),
+            user: None,
+            target: None,
             created: e.created,
         };
         let _ = self.parent.send((
@@ -655,6 +659,8 @@ impl Queue {
             sender: Sender::Null,
             rcpt: failed.sender.to_string(),
             dest: dest.to_owned(),
+            user: None,
+            target: None,
             dsn_notify: None,
             dsn_orcpt: None,
             dsn_ret: None,
