@@ -73,8 +73,9 @@ pub enum Origin {
 }
 
 /// What a local delivery writes to instead of the action's mailbox, when
-/// an alias or a .forward entry said so.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// an alias or a .forward entry said so. (serde: it travels to the parent
+/// with a delivery request.)
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum LocalTarget {
     /// `/path`: append to this file (mbox format) as the user.
     File(String),

@@ -118,8 +118,12 @@ pub struct LocalDelivery {
     pub sender: String,
     /// The recipient as received.
     pub rcpt: String,
-    /// The recipient after expansion (the same, until aliases exist).
+    /// The recipient after expansion.
     pub dest: String,
+    /// The account to deliver as, when expansion chose it.
+    pub user: Option<String>,
+    /// A file or command from an alias or .forward entry.
+    pub target: Option<rsmtpd_queue::LocalTarget>,
     pub created: u64,
 }
 

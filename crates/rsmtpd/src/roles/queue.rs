@@ -433,8 +433,8 @@ impl Queue {
             },
             rcpt: e.rcpt.clone(),
             dest: e.dest.clone(),
-            user: None,
-            target: None,
+            user: e.user.clone(),
+            target: e.target.clone(),
             created: e.created,
         };
         let _ = self.parent.send((
