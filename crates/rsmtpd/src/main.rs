@@ -30,6 +30,9 @@ fn main() -> ExitCode {
             return roles::child_main(name);
         }
         Some(roles::deliver::DELIVER_FLAG) => return roles::deliver::main(),
+        Some(roles::forward::READ_FORWARD_FLAG) => {
+            return roles::forward::main(args.get(1).and_then(|a| a.to_str()));
+        }
         _ => {}
     }
     let name = Path::new(&argv0)

@@ -13,6 +13,7 @@ use crate::privsep;
 
 pub mod control;
 pub mod deliver;
+pub mod forward;
 pub mod lookup;
 pub mod parent;
 pub mod queue;
