@@ -96,6 +96,27 @@ pub enum ParentToChild {
     Shutdown,
     /// To the queue: the outcome of a local delivery it asked for.
     Delivered { evpid: u64, outcome: Outcome },
+    /// To lookup: a user's .forward, read as that user.
+    Forward { id: u64, result: ForwardResult },
+}
+
+/// A `.forward` as the parent read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardResult {
+    Found(String),
+    None,
+    /// Refused (unsafe owner, mode or type) or unreadable: a temporary
+    /// failure, with the reason.
+    Refused(String),
+}
+
+/// The account a .forward belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardOwner {
+    pub username: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,6 +126,8 @@ pub enum ChildToParent {
     /// From the queue: deliver this envelope locally. Carries one fd: the
     /// message, opened read-only.
     Deliver(Box<LocalDelivery>),
+    /// From lookup: read this user's .forward.
+    ReadForward { id: u64, owner: ForwardOwner },
 }
 
 /// A local delivery request: what the parent needs to pick the user and

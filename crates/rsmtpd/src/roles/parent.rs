@@ -19,7 +19,10 @@ use rsmtpd_ipc::{BlockingChannel, Channel};
 use rsmtpd_table::{Table, Userinfo};
 use tokio::sync::mpsc;
 
-use crate::links::{ChildToParent, FdKind, LocalDelivery, Outcome, ParentToChild, Role, Start};
+use crate::links::{
+    ChildToParent, FdKind, ForwardOwner, ForwardResult, LocalDelivery, Outcome, ParentToChild,
+    Role, Start,
+};
 use crate::logging::visible;
 use crate::privsep::{self, Mode};
 use crate::roles::deliver::{self, DELIVER_FLAG, Method};
@@ -218,6 +221,7 @@ enum Event {
     Child(Role, ChildToParent, Vec<OwnedFd>),
     Closed(Role),
     Delivered(u64, Outcome),
+    ForwardRead(u64, ForwardResult),
 }
 
 async fn supervise(
@@ -264,10 +268,14 @@ async fn supervise(
             let _ = events.send(Event::Closed(role));
         });
     }
-    let queue = senders
-        .iter()
-        .find(|(r, _)| *r == Role::Queue)
-        .map(|(_, s)| s.clone());
+    let sender_to = |role: Role| {
+        senders
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, s)| s.clone())
+    };
+    let queue = sender_to(Role::Queue);
+    let lookup = sender_to(Role::Lookup);
     let slots = usize::try_from(config.mda.limits.max_session)
         .unwrap_or(usize::MAX)
         .max(1);
@@ -319,6 +327,23 @@ async fn supervise(
                         let outcome = ctx.deliver(&req, message).await;
                         let _ = events.send(Event::Delivered(evpid, outcome));
                     });
+                }
+                Some(Event::Child(role, ChildToParent::ReadForward { id, owner }, _)) => {
+                    if role != Role::Lookup {
+                        log_warn!("smtpd: forward request from {}, ignored", role.name());
+                        continue;
+                    }
+                    let ctx = delivery.clone();
+                    let events = events_tx.clone();
+                    tokio::spawn(async move {
+                        let result = ctx.read_forward(&owner).await;
+                        let _ = events.send(Event::ForwardRead(id, result));
+                    });
+                }
+                Some(Event::ForwardRead(id, result)) => {
+                    if let Some(l) = &lookup {
+                        let _ = l.send((ParentToChild::Forward { id, result }, Vec::new()));
+                    }
                 }
                 Some(Event::Delivered(evpid, outcome)) => {
                     if let Some(q) = &queue {
@@ -462,6 +487,46 @@ impl DeliveryContext {
                 recipient: req.dest.clone(),
             },
         ))
+    }
+
+    /// Read `owner`'s .forward as that user (`smtpd --read-forward HOME`).
+    async fn read_forward(&self, owner: &ForwardOwner) -> ForwardResult {
+        use crate::roles::forward::{EXIT_FOUND, EXIT_NONE, MAX_FORWARD_BYTES, READ_FORWARD_FLAG};
+        if let Mode::Unprivileged { uid } = self.mode
+            && owner.uid != uid
+        {
+            // Without root, only our own .forward can be read as its owner.
+            return ForwardResult::None;
+        }
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.arg(READ_FORWARD_FLAG)
+            .arg(&owner.home)
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if self.mode == Mode::Root {
+            cmd.uid(owner.uid).gid(owner.gid);
+        }
+        let run = tokio::time::timeout(Duration::from_secs(10), cmd.output()).await;
+        let output = match run {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return ForwardResult::Refused(format!("cannot read .forward: {e}")),
+            Err(_) => return ForwardResult::Refused("reading .forward timed out".into()),
+        };
+        match output.status.code().and_then(|c| u8::try_from(c).ok()) {
+            Some(EXIT_FOUND) if output.stdout.len() as u64 <= MAX_FORWARD_BYTES => {
+                ForwardResult::Found(String::from_utf8_lossy(&output.stdout).into_owned())
+            }
+            Some(EXIT_NONE) => ForwardResult::None,
+            _ => {
+                let why = String::from_utf8_lossy(&output.stderr);
+                let why = why.lines().next().unwrap_or("unreadable").chars().take(200);
+                ForwardResult::Refused(why.collect())
+            }
+        }
     }
 
     /// Run the delivery child as the user and wait for its outcome.

@@ -176,7 +176,7 @@ impl Queue {
                 Event::Parent(ParentToChild::Delivered { evpid, outcome }) => {
                     self.delivered(evpid, outcome)
                 }
-                Event::Parent(ParentToChild::Start(_)) => {}
+                Event::Parent(ParentToChild::Start(_) | ParentToChild::Forward { .. }) => {}
                 Event::Smtp(msg) => self.smtp_request(msg),
                 Event::Scheduler(SchedulerToQueue::Deliver { evpid }) => self.deliver(evpid),
                 Event::Scheduler(SchedulerToQueue::Expire { evpid }) => self.expire(evpid),
