@@ -2,7 +2,7 @@
 //! decisions a local delivery makes before writing anything: a
 //! `Delivered-To` loop, an `X-Spam` verdict.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 
 use crate::DeliveryError;
 
@@ -83,6 +83,31 @@ impl HeaderBlock {
     }
 }
 
+/// Write the trace fields every local delivery puts first: `Return-Path`
+/// (the envelope sender, `<>` for the null sender) and `Delivered-To` (the
+/// recipient, which later deliveries check for loops), with LF line ends.
+/// Control characters become `_`: a CR or LF from the envelope must never
+/// start a field of its own.
+pub fn write_trace_fields(
+    out: &mut impl Write,
+    sender: &str,
+    recipient: &str,
+) -> std::io::Result<()> {
+    writeln!(out, "Return-Path: <{}>", field_safe(sender))?;
+    writeln!(out, "Delivered-To: {}", field_safe(recipient))
+}
+
+fn field_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| if c.is_control() { '_' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +158,16 @@ mod tests {
         }
         let err = HeaderBlock::read(&mut std::io::Cursor::new(text)).unwrap_err();
         assert!(matches!(err, DeliveryError::HeadersTooLarge(_)));
+    }
+
+    #[test]
+    fn trace_fields() {
+        let mut out = Vec::new();
+        write_trace_fields(&mut out, "", "bob@example.org").unwrap();
+        assert_eq!(out, b"Return-Path: <>\nDelivered-To: bob@example.org\n");
+        out.clear();
+        write_trace_fields(&mut out, "a\r\nX-Evil: 1", "b\n@c").unwrap();
+        assert_eq!(out, b"Return-Path: <a__X-Evil: 1>\nDelivered-To: b_@c\n");
     }
 
     #[test]

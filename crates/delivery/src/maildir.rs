@@ -86,8 +86,8 @@ fn write_message(
 ) -> Result<(), DeliveryError> {
     let mut out = BufWriter::new(file);
     let werr = |source| io("writing", path, source);
-    writeln!(out, "Return-Path: <{}>", envelope.sender).map_err(werr)?;
-    writeln!(out, "Delivered-To: {}", envelope.recipient).map_err(werr)?;
+    crate::headers::write_trace_fields(&mut out, envelope.sender, envelope.recipient)
+        .map_err(werr)?;
     write_lf(&mut out, &headers.raw).map_err(werr)?;
     let mut line = Vec::new();
     loop {

@@ -19,6 +19,7 @@ use rsmtpd_ipc::{BlockingChannel, Channel};
 use rsmtpd_table::{Table, Userinfo};
 use tokio::sync::mpsc;
 
+use crate::clock::now;
 use crate::links::{
     ChildToParent, FdKind, ForwardOwner, ForwardResult, LocalDelivery, Outcome, ParentToChild,
     Role, Start,
@@ -602,12 +603,6 @@ fn method_name(m: &LocalMethod) -> &'static str {
         LocalMethod::ForwardOnly => "forward-only",
         LocalMethod::ExpandOnly => "expand-only",
     }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// A maildir path template: `~/` is the user's home; `%{user.username}`,

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rsmtpd_config::model::Config;
 use rsmtpd_ipc::Channel;
@@ -20,6 +19,7 @@ use rsmtpd_queue::{
 };
 use tokio::sync::mpsc;
 
+use crate::clock::now;
 use crate::dsn;
 use crate::links::{
     ChildToParent, FromLookup, LocalDelivery, Outcome, ParentToChild, QueueToScheduler,
@@ -143,12 +143,6 @@ struct Queue {
     smtp: Out<QueueToSmtp>,
     scheduler: Out<QueueToScheduler>,
     lookup: Out<ToLookup>,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn schedule_of(e: &Envelope) -> Schedule {

@@ -7,10 +7,11 @@
 //! (see [`crate::tuning::Tuning`]).
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rsmtpd_ipc::Channel;
 
+use crate::clock::now;
 use crate::links::{QueueToScheduler, Role, Schedule, SchedulerToQueue, Start};
 use crate::roles::{ParentLink, Received, RoleError};
 use crate::smtpd::Subsystem;
@@ -34,12 +35,6 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             r = super::wait_for_shutdown(parent) => r,
         }
     })
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 async fn drive(

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rsmtpd_config::model::Config;
 use rsmtpd_ipc::Channel;
@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::clock::now;
 use crate::links::{
     FromLookup, QueueToSmtp, Role, RouteAnswer, RouteQuery, SessionFacts, SmtpToQueue, Start,
     Submission, SubmittedRcpt, ToLookup,
@@ -188,12 +189,6 @@ impl Drop for SessionSlot {
             }
         }
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Session ids: a random base read before chroot, then a counter spread
