@@ -54,6 +54,15 @@ impl Tuning {
     }
 }
 
+/// Where mbox deliveries go: `/var/mail`, or `RSMTPD_MAIL_SPOOL` (an
+/// absolute path; for tests, which cannot write /var/mail as another user).
+pub fn mail_spool() -> std::path::PathBuf {
+    std::env::var_os("RSMTPD_MAIL_SPOOL")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/mail"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use rsmtpd_delivery::{Class, maildir};
+use rsmtpd_delivery::{Class, maildir, mbox};
 use rsmtpd_ipc::BlockingChannel;
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +23,14 @@ pub const DELIVER_FLAG: &str = "--deliver";
 /// The method, fully resolved by the parent (paths expanded, user known).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Method {
-    Maildir { path: PathBuf, junk: bool },
+    Maildir {
+        path: PathBuf,
+        junk: bool,
+    },
+    /// A mailbox the parent has prepared (created, checked) as root.
+    Mbox {
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,25 +81,46 @@ fn run() -> Result<(), String> {
 }
 
 fn deliver(request: &Request, message: &mut BufReader<File>) -> Outcome {
-    let result = match &request.method {
-        Method::Maildir { path, junk } => maildir::deliver(
-            &maildir::Maildir { path, junk: *junk },
-            &maildir::Envelope {
-                unique: &request.unique,
-                created: request.created,
-                hostname: &request.hostname,
+    match &request.method {
+        Method::Maildir { path, junk } => {
+            let result = maildir::deliver(
+                &maildir::Maildir { path, junk: *junk },
+                &maildir::Envelope {
+                    unique: &request.unique,
+                    created: request.created,
+                    hostname: &request.hostname,
+                    sender: &request.sender,
+                    recipient: &request.recipient,
+                },
+                message,
+            );
+            outcome(result.map(|_| ()), |e| {
+                (e.class(), e.status(), e.to_string())
+            })
+        }
+        Method::Mbox { path } => {
+            let facts = mbox::Facts {
                 sender: &request.sender,
                 recipient: &request.recipient,
-            },
-            message,
-        ),
-    };
+                created: request.created,
+            };
+            let result = mbox::deliver(path, &facts, message);
+            outcome(result, |e| (e.class(), e.status(), e.to_string()))
+        }
+    }
+}
+
+/// One mapping from a method's error to the outcome the queue records.
+fn outcome<E>(
+    result: Result<(), E>,
+    describe: impl Fn(&E) -> (Class, &'static str, String),
+) -> Outcome {
     match result {
-        Ok(_) => Outcome::Ok,
+        Ok(()) => Outcome::Ok,
         Err(e) => {
-            let status = e.status().to_owned();
-            let text = e.to_string();
-            match e.class() {
+            let (class, status, text) = describe(&e);
+            let status = status.to_owned();
+            match class {
                 Class::Temporary => Outcome::Temporary { status, text },
                 Class::Permanent => Outcome::Permanent { status, text },
             }

@@ -387,6 +387,7 @@ impl DeliveryContext {
             Ok((user, request)) => {
                 let method = match &request.method {
                     Method::Maildir { .. } => "maildir",
+                    Method::Mbox { .. } => "mbox",
                 };
                 let outcome = self.spawn(&user, &request, message).await;
                 (outcome, user.username, method)
@@ -469,6 +470,9 @@ impl DeliveryContext {
                             })?,
                     },
                     junk: *junk,
+                },
+                LocalMethod::Mbox => Method::Mbox {
+                    path: prepare_mbox(&user)?,
                 },
                 other => {
                     return Err(temporary(format!(
@@ -592,6 +596,33 @@ impl DeliveryContext {
         let _ = child.wait().await;
         outcome
     }
+}
+
+/// As root, make sure the user's mailbox exists and is safe to append to;
+/// the delivery child then writes it as the user.
+fn prepare_mbox(user: &Userinfo) -> Result<PathBuf, Outcome> {
+    use rsmtpd_delivery::mbox::{UserIds, prepare_mailbox};
+    let ids = UserIds {
+        uid: nix::unistd::Uid::from_raw(user.uid),
+        gid: nix::unistd::Gid::from_raw(user.gid),
+    };
+    let mail_group = nix::unistd::Group::from_name("mail")
+        .ok()
+        .flatten()
+        .map(|g| g.gid);
+    prepare_mailbox(
+        &crate::tuning::mail_spool(),
+        &user.username,
+        ids,
+        mail_group,
+    )
+    .map_err(|e| {
+        let (status, text) = (e.status().to_owned(), e.to_string());
+        match e.class() {
+            rsmtpd_delivery::Class::Temporary => Outcome::Temporary { status, text },
+            rsmtpd_delivery::Class::Permanent => Outcome::Permanent { status, text },
+        }
+    })
 }
 
 fn method_name(m: &LocalMethod) -> &'static str {

@@ -1,0 +1,106 @@
+//! Local delivery methods end to end, as root: the file written as the
+//! recipient user, with the method's format.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use rsmtpd_test_support::daemon::{Client, Daemon, Setup};
+
+fn smtpd() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_smtpd"))
+}
+
+fn root() -> bool {
+    if nix::unistd::getuid().is_root() {
+        return true;
+    }
+    eprintln!("skipped (needs root; CI runs as root)");
+    false
+}
+
+fn uid_of(name: &str) -> u32 {
+    nix::unistd::User::from_name(name).unwrap().unwrap().uid.as_raw()
+}
+
+fn send(d: &Daemon, to: &str, body: &str) {
+    let mut c = Client::connect(d.addr());
+    c.cmd("EHLO client.example");
+    assert!(c.cmd("MAIL FROM:<alice@example.org>").starts_with("250"));
+    let r = c.cmd(&format!("RCPT TO:<{to}>"));
+    assert!(r.starts_with("250"), "{r}");
+    assert!(c.cmd("DATA").starts_with("354"));
+    let r = c.cmd(&format!("{body}\r\n."));
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    c.cmd("QUIT");
+}
+
+#[test]
+fn mbox_is_written_as_the_user_with_from_lines_and_quoting() {
+    if !root() {
+        return;
+    }
+    let spool = rsmtpd_test_support::temp_dir("mbox-spool");
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spool_s = spool.display().to_string();
+    let body = "queue path \"{spool}\"\nlisten on 127.0.0.1 port {port}\n\
+                action \"mbox\" mbox\nmatch from any for domain \"example.org\" action \"mbox\"\n";
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "mbox",
+            body,
+            args: &[],
+            env: &[("RSMTPD_MAIL_SPOOL", &spool_s)],
+        },
+    );
+    send(&d, "rsmtpdtest1@example.org", "Subject: one\r\n\r\nFrom here on\r\n>From there");
+    send(&d, "rsmtpdtest1@example.org", "Subject: two\r\n\r\nsecond");
+    d.wait_for_log("method=mbox", Duration::from_secs(10));
+    let mbox = spool.join("rsmtpdtest1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline {
+        text = std::fs::read_to_string(&mbox).unwrap_or_default();
+        if text.matches("\nFrom alice@example.org ").count() + usize::from(text.starts_with("From ")) >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(text.starts_with("From alice@example.org "), "{text}\nlog:\n{}", d.log());
+    assert!(text.contains("Subject: one\n\n>From here on\n>>From there\n\n"), "{text}");
+    assert!(text.contains("Subject: two\n\nsecond\n\n"), "{text}");
+    assert!(text.contains("Delivered-To: rsmtpdtest1@example.org\n"), "{text}");
+    let meta = std::fs::metadata(&mbox).unwrap();
+    assert_eq!(meta.uid(), uid_of("rsmtpdtest1"));
+    assert_eq!(meta.mode() & 0o777, 0o600);
+}
+
+#[test]
+fn a_symlinked_mailbox_is_refused_and_its_target_untouched() {
+    if !root() {
+        return;
+    }
+    let spool = rsmtpd_test_support::temp_dir("mbox-symlink");
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let victim = spool.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, spool.join("rsmtpdtest2")).unwrap();
+    let spool_s = spool.display().to_string();
+    let body = "queue path \"{spool}\"\nlisten on 127.0.0.1 port {port}\n\
+                action \"mbox\" mbox\nmatch from any for domain \"example.org\" action \"mbox\"\n";
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "mbox-symlink",
+            body,
+            args: &[],
+            env: &[("RSMTPD_MAIL_SPOOL", &spool_s)],
+        },
+    );
+    send(&d, "rsmtpdtest2@example.org", "Subject: x\r\n\r\nx");
+    d.wait_for_log("delivery: TempFail", Duration::from_secs(10));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
