@@ -17,6 +17,7 @@
 
 pub mod check;
 pub mod diag;
+pub mod expand;
 pub mod lexer;
 pub mod model;
 pub mod parser;
