@@ -22,6 +22,7 @@ mod smtpd;
 mod tuning;
 
 fn main() -> ExitCode {
+    close_inherited_fds();
     let mut argv = std::env::args_os();
     let argv0 = argv.next().unwrap_or_default();
     let args: Vec<OsString> = argv.collect();
@@ -43,5 +44,23 @@ fn main() -> ExitCode {
     match name.as_str() {
         "makemap" => makemap::main(&args),
         _ => smtpd::main(&args),
+    }
+}
+
+/// Close every descriptor above stderr that whoever started us left open:
+/// none of them is ours, and none may reach a delivery program or a child
+/// role (std marks only the descriptors it opens itself close-on-exec).
+fn close_inherited_fds() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // The listing's own descriptor is already closed: EBADF is fine.
+        let _ = nix::unistd::close(fd);
     }
 }

@@ -22,7 +22,11 @@ fn root() -> bool {
 }
 
 fn uid_of(name: &str) -> u32 {
-    nix::unistd::User::from_name(name).unwrap().unwrap().uid.as_raw()
+    nix::unistd::User::from_name(name)
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw()
 }
 
 fn send(d: &Daemon, to: &str, body: &str) {
@@ -56,7 +60,11 @@ fn mbox_is_written_as_the_user_with_from_lines_and_quoting() {
             env: &[("RSMTPD_MAIL_SPOOL", &spool_s)],
         },
     );
-    send(&d, "rsmtpdtest1@example.org", "Subject: one\r\n\r\nFrom here on\r\n>From there");
+    send(
+        &d,
+        "rsmtpdtest1@example.org",
+        "Subject: one\r\n\r\nFrom here on\r\n>From there",
+    );
     send(&d, "rsmtpdtest1@example.org", "Subject: two\r\n\r\nsecond");
     d.wait_for_log("method=mbox", Duration::from_secs(10));
     let mbox = spool.join("rsmtpdtest1");
@@ -64,15 +72,28 @@ fn mbox_is_written_as_the_user_with_from_lines_and_quoting() {
     let mut text = String::new();
     while std::time::Instant::now() < deadline {
         text = std::fs::read_to_string(&mbox).unwrap_or_default();
-        if text.matches("\nFrom alice@example.org ").count() + usize::from(text.starts_with("From ")) >= 2 {
+        if text.matches("\nFrom alice@example.org ").count()
+            + usize::from(text.starts_with("From "))
+            >= 2
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(text.starts_with("From alice@example.org "), "{text}\nlog:\n{}", d.log());
-    assert!(text.contains("Subject: one\n\n>From here on\n>>From there\n\n"), "{text}");
+    assert!(
+        text.starts_with("From alice@example.org "),
+        "{text}\nlog:\n{}",
+        d.log()
+    );
+    assert!(
+        text.contains("Subject: one\n\n>From here on\n>>From there\n\n"),
+        "{text}"
+    );
     assert!(text.contains("Subject: two\n\nsecond\n\n"), "{text}");
-    assert!(text.contains("Delivered-To: rsmtpdtest1@example.org\n"), "{text}");
+    assert!(
+        text.contains("Delivered-To: rsmtpdtest1@example.org\n"),
+        "{text}"
+    );
     let meta = std::fs::metadata(&mbox).unwrap();
     assert_eq!(meta.uid(), uid_of("rsmtpdtest1"));
     assert_eq!(meta.mode() & 0o777, 0o600);
@@ -103,4 +124,81 @@ fn a_symlinked_mailbox_is_refused_and_its_target_untouched() {
     send(&d, "rsmtpdtest2@example.org", "Subject: x\r\n\r\nx");
     d.wait_for_log("delivery: TempFail", Duration::from_secs(10));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
+
+#[test]
+fn mda_runs_as_the_user_with_the_message_on_stdin() {
+    if !root() {
+        return;
+    }
+    let out = rsmtpd_test_support::temp_dir("mda-out");
+    nix::unistd::chown(
+        &out,
+        Some(nix::unistd::Uid::from_raw(uid_of("rsmtpdtest1"))),
+        None,
+    )
+    .unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = out.display().to_string();
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         action \"mda\" mda \"cat > {o}/%{{user.username}}.msg; id -u > {o}/%{{user.username}}.uid; printf '%s' \\\"$RECIPIENT\\\" > {o}/rcpt\"\n\
+         match from any for domain \"example.org\" action \"mda\"\n"
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "mda",
+            body: &body,
+            args: &[],
+            env: &[],
+        },
+    );
+    send(
+        &d,
+        "rsmtpdtest1@example.org",
+        "Subject: piped\r\n\r\nthrough a pipe",
+    );
+    d.wait_for_log("method=mda", Duration::from_secs(10));
+    d.wait_for_log("stat=Delivered", Duration::from_secs(10));
+    let msg = std::fs::read_to_string(out.join("rsmtpdtest1.msg")).unwrap();
+    assert!(
+        msg.starts_with(
+            "Return-Path: <alice@example.org>\nDelivered-To: rsmtpdtest1@example.org\n"
+        ),
+        "{msg}"
+    );
+    assert!(msg.ends_with("Subject: piped\n\nthrough a pipe\n"), "{msg}");
+    let uid = std::fs::read_to_string(out.join("rsmtpdtest1.uid")).unwrap();
+    assert_eq!(uid.trim(), uid_of("rsmtpdtest1").to_string());
+    assert_eq!(
+        std::fs::read_to_string(out.join("rcpt")).unwrap(),
+        "rsmtpdtest1@example.org"
+    );
+}
+
+#[test]
+fn root_is_never_delivered_to_through_an_mda() {
+    if !root() {
+        return;
+    }
+    let out = rsmtpd_test_support::temp_dir("mda-root");
+    let o = out.display().to_string();
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         action \"mda\" mda \"touch {o}/ran\"\n\
+         match from any for domain \"example.org\" action \"mda\"\n"
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "mda-root",
+            body: &body,
+            args: &[],
+            env: &[],
+        },
+    );
+    send(&d, "root@example.org", "Subject: x\r\n\r\nx");
+    d.wait_for_log("delivery: PermFail", Duration::from_secs(10));
+    assert!(!out.join("ran").exists());
 }

@@ -11,7 +11,8 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use rsmtpd_delivery::{Class, maildir, mbox};
+use rsmtpd_delivery::format::Address;
+use rsmtpd_delivery::{Class, maildir, mbox, mda};
 use rsmtpd_ipc::BlockingChannel;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,10 @@ pub enum Method {
     Mbox {
         path: PathBuf,
     },
+    /// A command run through /bin/sh (formats already expanded).
+    Mda {
+        command: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +46,12 @@ pub struct Request {
     pub created: u64,
     pub hostname: String,
     pub sender: String,
+    /// The recipient as received.
+    pub rcpt: String,
+    /// The recipient after expansion.
     pub recipient: String,
+    /// The sub-address delimiter, for EXTENSION.
+    pub delimiter: char,
 }
 
 pub fn main() -> ExitCode {
@@ -107,7 +117,56 @@ fn deliver(request: &Request, message: &mut BufReader<File>) -> Outcome {
             let result = mbox::deliver(path, &facts, message);
             outcome(result, |e| (e.class(), e.status(), e.to_string()))
         }
+        Method::Mda { command } => {
+            let result = run_mda(request, command, message);
+            outcome(result, |e| (e.class(), e.status(), e.to_string()))
+        }
     }
+}
+
+/// How long a delivery command may run; the parent's own limit is a
+/// little longer.
+const MDA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(290);
+
+/// The command, as the user this process already is.
+fn run_mda(
+    request: &Request,
+    command: &str,
+    message: &mut BufReader<File>,
+) -> Result<(), mda::MdaError> {
+    let uid = nix::unistd::getuid();
+    let gid = nix::unistd::getgid();
+    let (username, home) = match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) => (u.name, u.dir),
+        _ => (String::new(), PathBuf::from("/")),
+    };
+    // The parent set HOME and USER for this delivery (a userbase account
+    // may differ from the password database's).
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or(home);
+    let username = std::env::var("USER").unwrap_or(username);
+    let rcpt = Address::parse(&request.rcpt);
+    let extension = rcpt
+        .user
+        .split_once(request.delimiter)
+        .map(|(_, ext)| ext)
+        .filter(|e| !e.is_empty());
+    mda::deliver(
+        &mda::Mda {
+            command,
+            user: mda::Account {
+                username: &username,
+                directory: &home,
+                uid,
+                gid,
+            },
+            sender: Address::parse(&request.sender),
+            rcpt,
+            dest: Address::parse(&request.recipient),
+            extension,
+            timeout: MDA_TIMEOUT,
+        },
+        message,
+    )
 }
 
 /// One mapping from a method's error to the outcome the queue records.

@@ -15,6 +15,7 @@ use nix::sys::socket::{
     sockopt,
 };
 use rsmtpd_config::model::{Config, Dispatcher, LocalMethod};
+use rsmtpd_delivery::format;
 use rsmtpd_ipc::{BlockingChannel, Channel};
 use rsmtpd_table::{Table, Userinfo};
 use tokio::sync::mpsc;
@@ -388,6 +389,7 @@ impl DeliveryContext {
                 let method = match &request.method {
                     Method::Maildir { .. } => "maildir",
                     Method::Mbox { .. } => "mbox",
+                    Method::Mda { .. } => "mda",
                 };
                 let outcome = self.spawn(&user, &request, message).await;
                 (outcome, user.username, method)
@@ -436,7 +438,7 @@ impl DeliveryContext {
                 req.action
             )));
         };
-        let (local_part, domain) = req.dest.rsplit_once('@').unwrap_or((&req.dest, ""));
+        let (local_part, _) = req.dest.rsplit_once('@').unwrap_or((&req.dest, ""));
         let user = match local_user::resolve(&self.config, &self.tables, local, local_part) {
             Ok(u) => u,
             Err(local_user::UserError::Unknown(name)) => {
@@ -458,29 +460,58 @@ impl DeliveryContext {
                 ),
             });
         }
-        let method =
-            match &local.method {
-                LocalMethod::Maildir { path, junk } => Method::Maildir {
-                    path: match path {
-                        None => user.directory.join("Maildir"),
-                        Some(template) => expand_path(template, &user, local_part, domain)
-                            .map_err(|e| Outcome::Permanent {
-                                status: "5.3.5".into(),
-                                text: e,
-                            })?,
-                    },
-                    junk: *junk,
+        let home = user.directory.to_string_lossy().into_owned();
+        let vars = format::Vars {
+            sender: format::Address::parse(&req.sender),
+            rcpt: format::Address::parse(&req.rcpt),
+            dest: format::Address::parse(&req.dest),
+            user: format::User {
+                username: &user.username,
+                directory: &home,
+            },
+            mda: None,
+            delimiter: self.config.smtp.sub_addr_delim,
+        };
+        let method = match &local.method {
+            LocalMethod::Maildir { path, junk } => Method::Maildir {
+                path: match path {
+                    None => user.directory.join("Maildir"),
+                    Some(template) => format::expand_path(template, &vars)
+                        .map_err(|e| failure(e.class(), e.status(), e.to_string()))?,
                 },
-                LocalMethod::Mbox => Method::Mbox {
-                    path: prepare_mbox(&user)?,
-                },
-                other => {
-                    return Err(temporary(format!(
-                        "delivery method {} is not available yet",
-                        method_name(other)
-                    )));
-                }
-            };
+                junk: *junk,
+            },
+            LocalMethod::Mbox => Method::Mbox {
+                path: prepare_mbox(&user)?,
+            },
+            LocalMethod::Mda { command } => {
+                let expanded = format::expand(command, &vars)
+                    .map_err(|e| failure(e.class(), e.status(), e.to_string()))?;
+                // A wrapper runs instead, with the command as %{mda}.
+                let command = match &local.wrapper {
+                    None => expanded,
+                    Some(name) => {
+                        let wrapper =
+                            self.config.mda.wrappers.get(name).ok_or_else(|| {
+                                temporary(format!("no mda wrapper named {name:?}"))
+                            })?;
+                        let vars = format::Vars {
+                            mda: Some(&expanded),
+                            ..vars
+                        };
+                        format::expand(wrapper, &vars)
+                            .map_err(|e| failure(e.class(), e.status(), e.to_string()))?
+                    }
+                };
+                Method::Mda { command }
+            }
+            other => {
+                return Err(temporary(format!(
+                    "delivery method {} is not available yet",
+                    method_name(other)
+                )));
+            }
+        };
         Ok((
             user,
             deliver::Request {
@@ -489,7 +520,9 @@ impl DeliveryContext {
                 created: req.created,
                 hostname: self.config.hostname.clone(),
                 sender: req.sender.clone(),
+                rcpt: req.rcpt.clone(),
                 recipient: req.dest.clone(),
+                delimiter: self.config.smtp.sub_addr_delim,
             },
         ))
     }
@@ -598,6 +631,15 @@ impl DeliveryContext {
     }
 }
 
+/// An outcome from a method's error class, status and text.
+fn failure(class: rsmtpd_delivery::Class, status: &str, text: String) -> Outcome {
+    let status = status.to_owned();
+    match class {
+        rsmtpd_delivery::Class::Temporary => Outcome::Temporary { status, text },
+        rsmtpd_delivery::Class::Permanent => Outcome::Permanent { status, text },
+    }
+}
+
 /// As root, make sure the user's mailbox exists and is safe to append to;
 /// the delivery child then writes it as the user.
 fn prepare_mbox(user: &Userinfo) -> Result<PathBuf, Outcome> {
@@ -616,13 +658,7 @@ fn prepare_mbox(user: &Userinfo) -> Result<PathBuf, Outcome> {
         ids,
         mail_group,
     )
-    .map_err(|e| {
-        let (status, text) = (e.status().to_owned(), e.to_string());
-        match e.class() {
-            rsmtpd_delivery::Class::Temporary => Outcome::Temporary { status, text },
-            rsmtpd_delivery::Class::Permanent => Outcome::Permanent { status, text },
-        }
-    })
+    .map_err(|e| failure(e.class(), e.status(), e.to_string()))
 }
 
 fn method_name(m: &LocalMethod) -> &'static str {
@@ -633,74 +669,6 @@ fn method_name(m: &LocalMethod) -> &'static str {
         LocalMethod::Mda { .. } => "mda",
         LocalMethod::ForwardOnly => "forward-only",
         LocalMethod::ExpandOnly => "expand-only",
-    }
-}
-
-/// A maildir path template: `~/` is the user's home; `%{user.username}`,
-/// `%{user.directory}`, `%{rcpt...}`/`%{dest...}` (`.user`, `.domain`) are
-/// replaced. Values from the recipient are sanitised (anything but letters,
-/// digits and `.-_+@` becomes `:`), and a path that would climb out with
-/// `..` is refused. The full format language comes with the local delivery
-/// issue.
-pub fn expand_path(
-    template: &str,
-    user: &Userinfo,
-    local_part: &str,
-    domain: &str,
-) -> Result<PathBuf, String> {
-    let home = user.directory.to_string_lossy();
-    let mut text = match template.strip_prefix("~/") {
-        Some(rest) => format!("{home}/{rest}"),
-        None => template.to_owned(),
-    };
-    let address = if domain.is_empty() {
-        local_part.to_owned()
-    } else {
-        format!("{local_part}@{domain}")
-    };
-    let values = [
-        ("%{user.username}", user.username.clone()),
-        ("%{user.directory}", home.into_owned()),
-        ("%{rcpt.user}", sanitise(local_part)),
-        ("%{rcpt.domain}", sanitise(domain)),
-        ("%{rcpt}", sanitise(&address)),
-        ("%{dest.user}", sanitise(local_part)),
-        ("%{dest.domain}", sanitise(domain)),
-        ("%{dest}", sanitise(&address)),
-    ];
-    for (token, value) in values {
-        text = text.replace(token, &value);
-    }
-    if text.contains("%{") {
-        return Err(format!("unsupported format in maildir path {template:?}"));
-    }
-    let path = PathBuf::from(&text);
-    if !path.is_absolute()
-        || path
-            .components()
-            .any(|c| c == std::path::Component::ParentDir)
-    {
-        return Err(format!("maildir path {text:?} is not a safe absolute path"));
-    }
-    Ok(path)
-}
-
-fn sanitise(value: &str) -> String {
-    let cleaned: String = value
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-+@".contains(c) {
-                c
-            } else {
-                ':'
-            }
-        })
-        .collect();
-    // A value that is only dots would name a parent or the same directory.
-    if cleaned.chars().all(|c| c == '.') {
-        cleaned.replace('.', ":")
-    } else {
-        cleaned
     }
 }
 
@@ -807,54 +775,4 @@ fn bind_one(addr: SocketAddr) -> Result<OwnedFd, nix::Error> {
     bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
     listen(&fd, Backlog::new(1024)?)?;
     Ok(fd)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn user() -> Userinfo {
-        Userinfo {
-            username: "bob".into(),
-            uid: 1000,
-            gid: 1000,
-            directory: PathBuf::from("/home/bob"),
-        }
-    }
-
-    #[test]
-    fn path_templates() {
-        let u = user();
-        assert_eq!(
-            expand_path("~/Mail", &u, "bob", "x.org").unwrap(),
-            PathBuf::from("/home/bob/Mail")
-        );
-        assert_eq!(
-            expand_path("/var/vmail/%{rcpt.domain}/%{rcpt.user}", &u, "bob", "x.org").unwrap(),
-            PathBuf::from("/var/vmail/x.org/bob")
-        );
-        assert_eq!(
-            expand_path("%{user.directory}/M/%{user.username}", &u, "bob", "").unwrap(),
-            PathBuf::from("/home/bob/M/bob")
-        );
-    }
-
-    #[test]
-    fn hostile_recipients_cannot_climb_out() {
-        let u = user();
-        assert_eq!(
-            expand_path("/var/vmail/%{rcpt.user}", &u, "../../etc", "x").unwrap(),
-            PathBuf::from("/var/vmail/..:..:etc")
-        );
-        assert_eq!(
-            expand_path("/var/vmail/%{rcpt.user}/x", &u, "..", "x").unwrap(),
-            PathBuf::from("/var/vmail/::/x")
-        );
-        assert_eq!(
-            expand_path("/v/%{rcpt.user}", &u, "$(id);a|b", "x").unwrap(),
-            PathBuf::from("/v/::id::a:b")
-        );
-        assert!(expand_path("relative/%{rcpt}", &u, "a", "b").is_err());
-        assert!(expand_path("/v/%{sender}", &u, "a", "b").is_err());
-    }
 }
