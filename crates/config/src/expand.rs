@@ -1045,8 +1045,12 @@ impl<'a, T: Tables + ?Sized> Expander<'a, T> {
     fn run_as(&self, ld: &LocalDispatcher, origin: Origin) -> Result<RunAs, ExpandError> {
         Ok(match origin {
             Origin::Forward(u) => RunAs::User(u),
+            // With `user`, resolving any name gives that account.
             Origin::Table => match &ld.user {
-                Some(name) => RunAs::User(self.delivery_user(name)?),
+                Some(name) => match resolve_user(self.config, self.tables, ld, name)? {
+                    Some(u) => RunAs::User(u),
+                    None => return Err(TempError::NoDeliveryUser(name.clone()).into()),
+                },
                 None => RunAs::Unprivileged,
             },
         })
@@ -1255,50 +1259,68 @@ impl<'a, T: Tables + ?Sized> Expander<'a, T> {
             .map_err(|e| self.table_error(id, e))
     }
 
-    fn userinfo(&self, id: TableId, name: &str) -> Result<Option<Userinfo>, ExpandError> {
-        match self
-            .table(id)?
-            .lookup(Service::Userinfo, name)
-            .map_err(|e| self.table_error(id, e))?
-        {
-            Some(Value::Userinfo(info)) => Ok(Some(info)),
-            _ => Ok(None),
-        }
+    /// The account a user name delivers to under `ld`; `None`: no such
+    /// user.
+    fn resolve(&self, ld: &LocalDispatcher, base: &str) -> Result<Option<Userinfo>, ExpandError> {
+        resolve_user(self.config, self.tables, ld, base)
     }
+}
 
-    fn getpwnam_table(&self) -> Result<TableId, ExpandError> {
-        self.config
+/// The account a (sub-address-free, lower-cased) user name delivers to
+/// under a local action: the `user` option's account if it has one, else
+/// the name in the action's userbase or `<getpwnam>`. `None`: no such user.
+/// One rule for RCPT time (expansion) and delivery time (the parent).
+pub fn resolve_user<T: Tables + ?Sized>(
+    config: &Config,
+    tables: &T,
+    ld: &LocalDispatcher,
+    name: &str,
+) -> Result<Option<Userinfo>, ExpandError> {
+    let getpwnam = || {
+        config
             .tables
             .iter()
             .position(|t| t.name == "<getpwnam>")
             .map(TableId)
-            .ok_or_else(|| {
+            .ok_or_else(|| -> ExpandError {
                 TempError::MissingTable {
                     name: "<getpwnam>".to_owned(),
                 }
                 .into()
             })
-    }
-
-    /// The account of the action's `user` option.
-    fn delivery_user(&self, name: &str) -> Result<Userinfo, ExpandError> {
-        let id = self.getpwnam_table()?;
-        self.userinfo(id, name)?
-            .ok_or_else(|| TempError::NoDeliveryUser(name.to_owned()).into())
-    }
-
-    /// The account a user name delivers to under `ld`; `None`: no such
-    /// user.
-    fn resolve(&self, ld: &LocalDispatcher, base: &str) -> Result<Option<Userinfo>, ExpandError> {
-        if let Some(name) = &ld.user {
-            return self.delivery_user(name).map(Some);
-        }
-        let id = match ld.userbase {
-            Some(id) => id,
-            None => self.getpwnam_table()?,
+    };
+    let lookup = |id: TableId, key: &str| -> Result<Option<Userinfo>, ExpandError> {
+        let table_name = || {
+            config
+                .tables
+                .get(id.0)
+                .map_or_else(|| format!("#{}", id.0), |t| t.name.clone())
         };
-        self.userinfo(id, base)
+        let table = tables.get(id).ok_or_else(|| -> ExpandError {
+            TempError::MissingTable { name: table_name() }.into()
+        })?;
+        match table.lookup(Service::Userinfo, key) {
+            Ok(Some(Value::Userinfo(info))) => Ok(Some(info)),
+            Ok(_) => Ok(None),
+            Err(source) => Err(TempError::Table {
+                name: table_name(),
+                source,
+            }
+            .into()),
+        }
+    };
+    if let Some(user) = &ld.user {
+        // The `user` option names a system account: the userbase does not
+        // apply to it.
+        return lookup(getpwnam()?, user)?
+            .map(Some)
+            .ok_or_else(|| TempError::NoDeliveryUser(user.clone()).into());
     }
+    let id = match ld.userbase {
+        Some(id) => id,
+        None => getpwnam()?,
+    };
+    lookup(id, name)
 }
 
 fn addr_of(m: MailAddr) -> Addr {

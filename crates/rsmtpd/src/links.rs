@@ -189,14 +189,25 @@ pub struct RouteQuery {
     pub rcpt: String,
 }
 
+/// One delivery a recipient expanded to: one envelope each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Planned {
+    /// The action that delivers it.
+    pub action: String,
+    pub relay: bool,
+    /// The destination address after expansion.
+    pub dest: String,
+    /// The account a local delivery runs as; `None` with a target means
+    /// the daemon's unprivileged account (alias table entries).
+    pub user: Option<String>,
+    /// A file or command from an alias or .forward entry.
+    pub target: Option<rsmtpd_queue::LocalTarget>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RouteAnswer {
-    Accept {
-        action: String,
-        relay: bool,
-        /// The recipient with the server name added when it had no domain.
-        dest: String,
-    },
+    /// Accepted; never empty.
+    Accept { deliveries: Vec<Planned> },
     /// Refuse with this reply (code, enhanced status, text).
     Reject {
         code: u16,
@@ -223,9 +234,7 @@ pub enum FromLookup {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubmittedRcpt {
     pub rcpt: String,
-    pub dest: String,
-    pub action: String,
-    pub relay: bool,
+    pub delivery: Planned,
     /// NOTIFY as given (`SUCCESS,FAILURE`), empty when absent.
     pub notify: String,
     pub orcpt: Option<String>,

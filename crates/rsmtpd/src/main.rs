@@ -12,7 +12,6 @@ mod clock;
 mod dsn;
 mod getopt;
 mod links;
-mod local_user;
 mod logging;
 mod makemap;
 mod privsep;

@@ -36,6 +36,11 @@ pub enum Method {
     Mda {
         command: String,
     },
+    /// A file named by an alias or .forward: appended to in mbox format,
+    /// created if missing.
+    File {
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +126,38 @@ fn deliver(request: &Request, message: &mut BufReader<File>) -> Outcome {
             let result = run_mda(request, command, message);
             outcome(result, |e| (e.class(), e.status(), e.to_string()))
         }
+        Method::File { path } => {
+            if let Err(e) = create_if_missing(path) {
+                return Outcome::Temporary {
+                    status: "4.2.0".into(),
+                    text: format!("{}: {e}", path.display()),
+                };
+            }
+            let facts = mbox::Facts {
+                sender: &request.sender,
+                recipient: &request.recipient,
+                created: request.created,
+            };
+            let result = mbox::deliver(path, &facts, message);
+            outcome(result, |e| (e.class(), e.status(), e.to_string()))
+        }
+    }
+}
+
+/// A file target that does not exist yet is created for the user, never
+/// through a link (O_EXCL + O_NOFOLLOW), mode 0600.
+fn create_if_missing(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -14,6 +14,7 @@ use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket,
     sockopt,
 };
+use rsmtpd_config::expand::resolve_user;
 use rsmtpd_config::model::{Config, Dispatcher, LocalMethod};
 use rsmtpd_delivery::format;
 use rsmtpd_ipc::{BlockingChannel, Channel};
@@ -30,7 +31,7 @@ use crate::privsep::{self, Mode};
 use crate::roles::deliver::{self, DELIVER_FLAG, Method};
 use crate::roles::{ROLE_FLAG, RoleError, writer};
 use crate::smtpd::Flags;
-use crate::{local_user, log_error, log_info, log_warn};
+use crate::{log_error, log_info, log_warn};
 
 /// How long a local delivery may take before it is killed and retried.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -390,6 +391,7 @@ impl DeliveryContext {
                     Method::Maildir { .. } => "maildir",
                     Method::Mbox { .. } => "mbox",
                     Method::Mda { .. } => "mda",
+                    Method::File { .. } => "file",
                 };
                 let outcome = self.spawn(&user, &request, message).await;
                 (outcome, user.username, method)
@@ -438,17 +440,33 @@ impl DeliveryContext {
                 req.action
             )));
         };
-        let (local_part, _) = req.dest.rsplit_once('@').unwrap_or((&req.dest, ""));
-        let user = match local_user::resolve(&self.config, &self.tables, local, local_part) {
-            Ok(u) => u,
-            Err(local_user::UserError::Unknown(name)) => {
-                return Err(Outcome::Permanent {
-                    status: "5.1.1".into(),
-                    text: format!("no such user {name:?}"),
-                });
+        // Expansion named the account; without a name (mail queued by an
+        // older version) the destination's user part is resolved.
+        let name = match (&req.user, &req.target) {
+            (Some(name), _) => Some(name.clone()),
+            (None, Some(_)) => None,
+            (None, None) => {
+                let local_part = req
+                    .dest
+                    .rsplit_once('@')
+                    .map_or(req.dest.as_str(), |(l, _)| l);
+                let base = local_part
+                    .split(self.config.smtp.sub_addr_delim)
+                    .next()
+                    .unwrap_or(local_part);
+                Some(base.to_ascii_lowercase())
             }
-            Err(e) => return Err(temporary(e.to_string())),
         };
+        let account = match &name {
+            Some(name) => resolve_user(&self.config, &self.tables, local, name)
+                .map_err(|e| temporary(e.to_string()))?
+                .ok_or_else(|| name.clone()),
+            None => self.unprivileged_account(),
+        };
+        let user = account.map_err(|name| Outcome::Permanent {
+            status: "5.1.1".into(),
+            text: format!("no such user {name:?}"),
+        })?;
         if let Mode::Unprivileged { uid } = self.mode
             && user.uid != uid
         {
@@ -472,8 +490,14 @@ impl DeliveryContext {
             mda: None,
             delimiter: self.config.smtp.sub_addr_delim,
         };
-        let method = match &local.method {
-            LocalMethod::Maildir { path, junk } => Method::Maildir {
+        let method = match (&req.target, &local.method) {
+            (Some(rsmtpd_queue::LocalTarget::File(path)), _) => Method::File {
+                path: PathBuf::from(path),
+            },
+            (Some(rsmtpd_queue::LocalTarget::Command(command)), _) => Method::Mda {
+                command: command.clone(),
+            },
+            (None, LocalMethod::Maildir { path, junk }) => Method::Maildir {
                 path: match path {
                     None => user.directory.join("Maildir"),
                     Some(template) => format::expand_path(template, &vars)
@@ -481,10 +505,10 @@ impl DeliveryContext {
                 },
                 junk: *junk,
             },
-            LocalMethod::Mbox => Method::Mbox {
+            (None, LocalMethod::Mbox) => Method::Mbox {
                 path: prepare_mbox(&user)?,
             },
-            LocalMethod::Mda { command } => {
+            (None, LocalMethod::Mda { command }) => {
                 let expanded = format::expand(command, &vars)
                     .map_err(|e| failure(e.class(), e.status(), e.to_string()))?;
                 // A wrapper runs instead, with the command as %{mda}.
@@ -505,7 +529,7 @@ impl DeliveryContext {
                 };
                 Method::Mda { command }
             }
-            other => {
+            (None, other) => {
                 return Err(temporary(format!(
                     "delivery method {} is not available yet",
                     method_name(other)
@@ -525,6 +549,27 @@ impl DeliveryContext {
                 delimiter: self.config.smtp.sub_addr_delim,
             },
         ))
+    }
+
+    /// The account alias-table files and commands run as: `_smtpd` as
+    /// root, the running user otherwise (aliases(5)).
+    fn unprivileged_account(&self) -> Result<Userinfo, String> {
+        let uid = match self.mode {
+            Mode::Root => privsep::account(privsep::SMTPD_USER)
+                .map_err(|_| privsep::SMTPD_USER.to_owned())?
+                .uid
+                .as_raw(),
+            Mode::Unprivileged { uid } => uid,
+        };
+        match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            Ok(Some(u)) => Ok(Userinfo {
+                username: u.name,
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+                directory: u.dir,
+            }),
+            _ => Err(uid.to_string()),
+        }
     }
 
     /// Read `owner`'s .forward as that user (`smtpd --read-forward HOME`).

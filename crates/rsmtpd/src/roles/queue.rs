@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::clock::now;
 use crate::dsn;
 use crate::links::{
-    ChildToParent, FromLookup, LocalDelivery, Outcome, ParentToChild, QueueToScheduler,
+    ChildToParent, FromLookup, LocalDelivery, Outcome, ParentToChild, Planned, QueueToScheduler,
     QueueToSmtp, Role, RouteAnswer, RouteQuery, Schedule, SchedulerToQueue, SessionFacts,
     SmtpToQueue, Start, Submission, ToLookup,
 };
@@ -325,11 +325,12 @@ impl Queue {
         let now = now();
         let mut out = Vec::with_capacity(sub.recipients.len());
         for r in &sub.recipients {
+            let planned = &r.delivery;
             let ttl = self
                 .config
                 .actions
                 .iter()
-                .find(|a| a.name == r.action)
+                .find(|a| a.name == planned.action)
                 .and_then(|a| a.ttl)
                 .unwrap_or(self.config.queue.ttl)
                 .as_secs();
@@ -337,17 +338,17 @@ impl Queue {
                 id: self.spool.new_envelope_id(msgid)?,
                 created: now,
                 ttl,
-                action: r.action.clone(),
-                dispatcher: if r.relay {
+                action: planned.action.clone(),
+                dispatcher: if planned.relay {
                     Dispatcher::Relay
                 } else {
                     Dispatcher::Local
                 },
                 sender: sender_of(&sub.sender),
                 rcpt: r.rcpt.clone(),
-                dest: r.dest.clone(),
-                user: None,
-                target: None,
+                dest: planned.dest.clone(),
+                user: planned.user.clone(),
+                target: planned.target.clone(),
                 dsn_notify: parse_notify(&r.notify),
                 dsn_orcpt: r.orcpt.clone(),
                 dsn_ret: match sub.ret.as_deref() {
@@ -546,36 +547,29 @@ impl Queue {
         };
         let failed = &pending.failed;
         match answer {
-            RouteAnswer::Accept {
-                action,
-                relay,
-                dest,
-            } => {
-                match self.write_bounce(&pending, &action, relay, &dest) {
-                    Ok((msgid, envelope)) => {
-                        log_info!(
-                            "bounce: {} for {}: sent to {} as message {msgid}: {}",
-                            failed.id,
-                            visible(&failed.rcpt),
-                            visible(&dest),
-                            visible(&pending.reason.text)
-                        );
-                        // Committed (durable) before the failed envelope
-                        // goes: a crash in between repeats a bounce, never
-                        // loses one.
-                        self.commit(0, msgid, vec![envelope]);
-                        self.finish(failed);
-                    }
-                    Err(e) => {
-                        log_warn!("bounce: {}: cannot write the bounce: {e}", failed.id);
-                        let evpid = failed.id.get();
-                        self.envelopes.insert(evpid, pending.failed);
-                        let _ = self
-                            .scheduler
-                            .send((QueueToScheduler::Retry { evpid }, Vec::new()));
-                    }
+            RouteAnswer::Accept { deliveries } => match self.write_bounce(&pending, &deliveries) {
+                Ok((msgid, envelopes)) => {
+                    log_info!(
+                        "bounce: {} for {}: sent to {} as message {msgid}: {}",
+                        failed.id,
+                        visible(&failed.rcpt),
+                        visible(&failed.sender.to_string()),
+                        visible(&pending.reason.text)
+                    );
+                    // Committed (durable) before the failed envelope goes:
+                    // a crash in between repeats a bounce, never loses one.
+                    self.commit(0, msgid, envelopes);
+                    self.finish(failed);
                 }
-            }
+                Err(e) => {
+                    log_warn!("bounce: {}: cannot write the bounce: {e}", failed.id);
+                    let evpid = failed.id.get();
+                    self.envelopes.insert(evpid, pending.failed);
+                    let _ = self
+                        .scheduler
+                        .send((QueueToScheduler::Retry { evpid }, Vec::new()));
+                }
+            },
             RouteAnswer::Reject { text, .. } | RouteAnswer::TempFail { text } => {
                 log_warn!(
                     "bounce: {}: no route back to {}: {}; failure was: {}",
@@ -592,10 +586,8 @@ impl Queue {
     fn write_bounce(
         &self,
         pending: &PendingBounce,
-        action: &str,
-        relay: bool,
-        dest: &str,
-    ) -> Result<(MsgId, Envelope), String> {
+        deliveries: &[Planned],
+    ) -> Result<(MsgId, Vec<Envelope>), String> {
         let failed = &pending.failed;
         let (msgid, file) = self.spool.create_message().map_err(|e| e.to_string())?;
         let now = now();
@@ -637,43 +629,46 @@ impl Queue {
             let _ = self.spool.abort(msgid);
             return Err(e);
         }
-        let envelope = Envelope {
-            id: self
-                .spool
-                .new_envelope_id(msgid)
-                .map_err(|e| e.to_string())?,
-            created: now,
-            ttl: self.config.queue.ttl.as_secs(),
-            action: action.to_owned(),
-            dispatcher: if relay {
-                Dispatcher::Relay
-            } else {
-                Dispatcher::Local
-            },
-            sender: Sender::Null,
-            rcpt: failed.sender.to_string(),
-            dest: dest.to_owned(),
-            user: None,
-            target: None,
-            dsn_notify: None,
-            dsn_orcpt: None,
-            dsn_ret: None,
-            dsn_envid: None,
-            body: BodyType::EightBitMime,
-            smtputf8: false,
-            helo: String::new(),
-            origin: Origin::LocalSocket,
-            hostname: self.config.hostname.clone(),
-            tag: None,
-            auth_user: None,
-            retry: 0,
-            last_try: None,
-            next_try: 0,
-            last_error: None,
-            hold: false,
-            state: RcptState::Pending,
-        };
-        Ok((msgid, envelope))
+        let mut envelopes = Vec::with_capacity(deliveries.len());
+        for planned in deliveries {
+            envelopes.push(Envelope {
+                id: self
+                    .spool
+                    .new_envelope_id(msgid)
+                    .map_err(|e| e.to_string())?,
+                created: now,
+                ttl: self.config.queue.ttl.as_secs(),
+                action: planned.action.clone(),
+                dispatcher: if planned.relay {
+                    Dispatcher::Relay
+                } else {
+                    Dispatcher::Local
+                },
+                sender: Sender::Null,
+                rcpt: failed.sender.to_string(),
+                dest: planned.dest.clone(),
+                user: planned.user.clone(),
+                target: planned.target.clone(),
+                dsn_notify: None,
+                dsn_orcpt: None,
+                dsn_ret: None,
+                dsn_envid: None,
+                body: BodyType::EightBitMime,
+                smtputf8: false,
+                helo: String::new(),
+                origin: Origin::LocalSocket,
+                hostname: self.config.hostname.clone(),
+                tag: None,
+                auth_user: None,
+                retry: 0,
+                last_try: None,
+                next_try: 0,
+                last_error: None,
+                hold: false,
+                state: RcptState::Pending,
+            });
+        }
+        Ok((msgid, envelopes))
     }
 }
 

@@ -589,47 +589,43 @@ async fn commit(
     let mut recipients = Vec::with_capacity(tx.recipients.len());
     for r in &tx.recipients {
         let rcpt = r.path.mailbox().to_string();
-        let Some((
-            _,
-            RouteAnswer::Accept {
-                action,
-                relay,
-                dest,
-            },
-        )) = routes.iter().find(|(k, _)| *k == rcpt)
+        let Some((_, RouteAnswer::Accept { deliveries })) = routes.iter().find(|(k, _)| *k == rcpt)
         else {
             continue;
         };
-        recipients.push(SubmittedRcpt {
-            rcpt,
-            dest: dest.clone(),
-            action: action.clone(),
-            relay: *relay,
-            notify: match r.params.notify {
-                None => String::new(),
-                Some(rsmtpd_smtp_proto::command::Notify::Never) => "NEVER".into(),
-                Some(rsmtpd_smtp_proto::command::Notify::On(on)) => {
-                    let mut v = Vec::new();
-                    if on.success() {
-                        v.push("SUCCESS");
-                    }
-                    if on.failure() {
-                        v.push("FAILURE");
-                    }
-                    if on.delay() {
-                        v.push("DELAY");
-                    }
-                    v.join(",")
+        let notify = match r.params.notify {
+            None => String::new(),
+            Some(rsmtpd_smtp_proto::command::Notify::Never) => "NEVER".into(),
+            Some(rsmtpd_smtp_proto::command::Notify::On(on)) => {
+                let mut v = Vec::new();
+                if on.success() {
+                    v.push("SUCCESS");
                 }
-            },
-            orcpt: r.params.orcpt.as_ref().map(|o| {
-                format!(
-                    "{};{}",
-                    o.addr_type,
-                    String::from_utf8_lossy(&o.address.decode())
-                )
-            }),
+                if on.failure() {
+                    v.push("FAILURE");
+                }
+                if on.delay() {
+                    v.push("DELAY");
+                }
+                v.join(",")
+            }
+        };
+        let orcpt = r.params.orcpt.as_ref().map(|o| {
+            format!(
+                "{};{}",
+                o.addr_type,
+                String::from_utf8_lossy(&o.address.decode())
+            )
         });
+        // One envelope per delivery the recipient expanded to.
+        for delivery in deliveries {
+            recipients.push(SubmittedRcpt {
+                rcpt: rcpt.clone(),
+                delivery: delivery.clone(),
+                notify: notify.clone(),
+                orcpt: orcpt.clone(),
+            });
+        }
     }
     let submission = Submission {
         sender: tx
