@@ -202,3 +202,100 @@ fn root_is_never_delivered_to_through_an_mda() {
     d.wait_for_log("delivery: PermFail", Duration::from_secs(10));
     assert!(!out.join("ran").exists());
 }
+
+/// A one-connection LMTP server on loopback: returns the port and a handle
+/// giving every line it received.
+fn lmtp_server() -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut lines = Vec::new();
+        let mut reader = BufReader::new(stream);
+        out.write_all(b"220 lmtp.test LMTP\r\n").unwrap();
+        let mut in_data = false;
+        for _ in 0..1000 {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            lines.push(line.clone());
+            let reply: &[u8] = if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    b"250 2.0.0 delivered\r\n"
+                } else {
+                    continue;
+                }
+            } else if line.starts_with("LHLO") {
+                b"250-lmtp.test\r\n250 PIPELINING\r\n"
+            } else if line.starts_with("DATA") {
+                in_data = true;
+                b"354 go\r\n"
+            } else if line.starts_with("QUIT") {
+                out.write_all(b"221 bye\r\n").unwrap();
+                break;
+            } else {
+                b"250 2.1.0 ok\r\n"
+            };
+            out.write_all(reply).unwrap();
+        }
+        lines
+    });
+    (port, handle)
+}
+
+#[test]
+fn lmtp_hands_the_message_to_the_server_with_the_user_as_recipient() {
+    if !root() {
+        return;
+    }
+    let (lmtp_port, server) = lmtp_server();
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         action \"lmtp\" lmtp \"127.0.0.1:{lmtp_port}\"\n\
+         match from any for domain \"example.org\" action \"lmtp\"\n"
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "lmtp",
+            body: &body,
+            args: &[],
+            env: &[],
+        },
+    );
+    // The raw client does not dot-stuff: "..x" on the wire is ".x" stored.
+    send(
+        &d,
+        "rsmtpdtest1@example.org",
+        "Subject: over lmtp\r\n\r\n..leading dot",
+    );
+    let lines = server.join().unwrap();
+    d.wait_for_log("method=lmtp", Duration::from_secs(10));
+    d.wait_for_log("stat=Delivered", Duration::from_secs(10));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "MAIL FROM:<alice@example.org> BODY=8BITMIME\r\n"
+                || l == "MAIL FROM:<alice@example.org>\r\n"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"RCPT TO:<rsmtpdtest1>\r\n".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"Subject: over lmtp\r\n".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"..leading dot\r\n".to_string()),
+        "{lines:?}"
+    );
+}

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use rsmtpd_delivery::format::Address;
-use rsmtpd_delivery::{Class, maildir, mbox, mda};
+use rsmtpd_delivery::{Class, lmtp, maildir, mbox, mda};
 use rsmtpd_ipc::BlockingChannel;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +40,13 @@ pub enum Method {
     /// created if missing.
     File {
         path: PathBuf,
+    },
+    /// An LMTP server (`host:port` or a socket path); `user` is the
+    /// recipient's account, sent as RCPT TO unless `rcpt_to`.
+    Lmtp {
+        destination: String,
+        rcpt_to: bool,
+        user: String,
     },
 }
 
@@ -126,6 +133,11 @@ fn deliver(request: &Request, message: &mut BufReader<File>) -> Outcome {
             let result = run_mda(request, command, message);
             outcome(result, |e| (e.class(), e.status(), e.to_string()))
         }
+        Method::Lmtp {
+            destination,
+            rcpt_to,
+            user,
+        } => run_lmtp(request, destination, *rcpt_to, user, message),
         Method::File { path } => {
             if let Err(e) = create_if_missing(path) {
                 return Outcome::Temporary {
@@ -140,6 +152,56 @@ fn deliver(request: &Request, message: &mut BufReader<File>) -> Outcome {
             };
             let result = mbox::deliver(path, &facts, message);
             outcome(result, |e| (e.class(), e.status(), e.to_string()))
+        }
+    }
+}
+
+/// One recipient over LMTP; the server adds the trace headers.
+fn run_lmtp(
+    request: &Request,
+    destination: &str,
+    rcpt_to: bool,
+    user: &str,
+    message: &mut BufReader<File>,
+) -> Outcome {
+    let temporary = |text: String| Outcome::Temporary {
+        status: "4.3.0".into(),
+        text,
+    };
+    let destination = match lmtp::Destination::parse(destination) {
+        Ok(d) => d,
+        Err(e) => return temporary(e.to_string()),
+    };
+    let config = lmtp::Lmtp {
+        destination: &destination,
+        rcpt_to_address: rcpt_to,
+        lhlo: "localhost",
+        io_timeout: std::time::Duration::from_secs(60),
+        session_timeout: MDA_TIMEOUT,
+    };
+    let recipient = lmtp::LmtpRecipient {
+        user,
+        address: &request.recipient,
+    };
+    match lmtp::deliver(&config, &request.sender, &[recipient], None, message) {
+        Ok(outcomes) => match outcomes.into_iter().next() {
+            Some(lmtp::Outcome::Delivered) => Outcome::Ok,
+            Some(lmtp::Outcome::Temporary(text)) => Outcome::Temporary {
+                status: "4.2.0".into(),
+                text,
+            },
+            Some(lmtp::Outcome::Permanent(text)) => Outcome::Permanent {
+                status: "5.2.0".into(),
+                text,
+            },
+            None => temporary("the LMTP server gave no answer".into()),
+        },
+        Err(e) => {
+            let (status, text) = (e.status().to_owned(), e.to_string());
+            match e.class() {
+                Class::Temporary => Outcome::Temporary { status, text },
+                Class::Permanent => Outcome::Permanent { status, text },
+            }
         }
     }
 }

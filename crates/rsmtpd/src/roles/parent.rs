@@ -392,6 +392,7 @@ impl DeliveryContext {
                     Method::Mbox { .. } => "mbox",
                     Method::Mda { .. } => "mda",
                     Method::File { .. } => "file",
+                    Method::Lmtp { .. } => "lmtp",
                 };
                 let outcome = self.spawn(&user, &request, message).await;
                 (outcome, user.username, method)
@@ -529,6 +530,25 @@ impl DeliveryContext {
                 };
                 Method::Mda { command }
             }
+            (
+                None,
+                LocalMethod::Lmtp {
+                    destination,
+                    rcpt_to,
+                },
+            ) => {
+                // LMTP talks to a server, not to the user's files: it runs as
+                // the unprivileged account, as OpenSMTPD's does.
+                let lmtp = Method::Lmtp {
+                    destination: destination.clone(),
+                    rcpt_to: *rcpt_to,
+                    user: user.username.clone(),
+                };
+                let run_as = self
+                    .unprivileged_account()
+                    .map_err(|name| temporary(format!("no account {name:?} to run LMTP as")))?;
+                return Ok((run_as, self.request(req, lmtp)));
+            }
             (None, other) => {
                 return Err(temporary(format!(
                     "delivery method {} is not available yet",
@@ -536,19 +556,20 @@ impl DeliveryContext {
                 )));
             }
         };
-        Ok((
-            user,
-            deliver::Request {
-                method,
-                unique: format!("{:016x}", req.evpid),
-                created: req.created,
-                hostname: self.config.hostname.clone(),
-                sender: req.sender.clone(),
-                rcpt: req.rcpt.clone(),
-                recipient: req.dest.clone(),
-                delimiter: self.config.smtp.sub_addr_delim,
-            },
-        ))
+        Ok((user, self.request(req, method)))
+    }
+
+    fn request(&self, req: &LocalDelivery, method: Method) -> deliver::Request {
+        deliver::Request {
+            method,
+            unique: format!("{:016x}", req.evpid),
+            created: req.created,
+            hostname: self.config.hostname.clone(),
+            sender: req.sender.clone(),
+            rcpt: req.rcpt.clone(),
+            recipient: req.dest.clone(),
+            delimiter: self.config.smtp.sub_addr_delim,
+        }
     }
 
     /// The account alias-table files and commands run as: `_smtpd` as
