@@ -75,10 +75,12 @@ impl HeaderBlock {
         })
     }
 
-    /// Whether a filter marked the message as spam (`X-Spam: yes`).
+    /// Whether a filter marked the message as spam (`X-Spam: yes`, or
+    /// SpamAssassin's `X-Spam-Flag: yes`, as OpenSMTPD checks).
     pub fn is_spam(&self) -> bool {
         self.fields().iter().any(|(name, value)| {
-            name.eq_ignore_ascii_case("X-Spam") && value.eq_ignore_ascii_case("yes")
+            (name.eq_ignore_ascii_case("X-Spam") || name.eq_ignore_ascii_case("X-Spam-Flag"))
+                && value.eq_ignore_ascii_case("yes")
         })
     }
 }
@@ -144,8 +146,10 @@ mod tests {
 
     #[test]
     fn spam_needs_yes() {
-        let (b, _) = block(b"X-Spam: no\r\nX-Spam-Flag: yes\r\n\r\n");
+        let (b, _) = block(b"X-Spam: no\r\nX-Spam-Status: yes\r\n\r\n");
         assert!(!b.is_spam());
+        let (b, _) = block(b"X-Spam-Flag: YES\r\n\r\n");
+        assert!(b.is_spam());
     }
 
     #[test]

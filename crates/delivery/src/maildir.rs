@@ -18,6 +18,9 @@ pub struct Maildir<'a> {
     pub path: &'a Path,
     /// `junk`: messages with `X-Spam: yes` go to the `.Junk` folder.
     pub junk: bool,
+    /// The recipient's sub-address (`bob+lists` -> `lists`): delivered to
+    /// the `.lists` folder when the user made one; never created here.
+    pub extension: Option<&'a str>,
 }
 
 /// The facts of the envelope the delivery records in the file.
@@ -50,7 +53,10 @@ pub fn deliver(
     let folder = if maildir.junk && headers.is_spam() {
         maildir.path.join(".Junk")
     } else {
-        maildir.path.to_path_buf()
+        match maildir.extension.map(folder_name) {
+            Some(name) if maildir.path.join(&name).is_dir() => maildir.path.join(name),
+            _ => maildir.path.to_path_buf(),
+        }
     };
     ensure_maildir(maildir.path)?;
     ensure_maildir(&folder)?;
@@ -119,6 +125,23 @@ fn write_lf(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
         i = cr + 2;
     }
     out.write_all(bytes.get(start..).unwrap_or_default())
+}
+
+/// The Maildir++ folder for a sub-address: `.` then the extension with
+/// the characters OpenSMTPD escapes (and `/`) turned into `:`, so it is
+/// always one directory entry below the Maildir.
+fn folder_name(extension: &str) -> String {
+    let cleaned: String = extension
+        .chars()
+        .map(|c| {
+            if "!#$%&'*/?^`{|}~".contains(c) || c.is_control() {
+                ':'
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!(".{cleaned}")
 }
 
 /// `<created>.R<unique>.<host>`, the host escaped as the Maildir
@@ -209,7 +232,11 @@ mod tests {
 
     fn run(dir: &Path, junk: bool, message: &[u8]) -> Result<PathBuf, DeliveryError> {
         deliver(
-            &Maildir { path: dir, junk },
+            &Maildir {
+                path: dir,
+                junk,
+                extension: None,
+            },
             &envelope(),
             &mut std::io::Cursor::new(message.to_vec()),
         )
@@ -279,6 +306,31 @@ mod tests {
         std::os::unix::fs::symlink(&victim, dir.join("tmp").join(name)).unwrap();
         assert!(run(&dir, false, b"A: b\r\n\r\n").is_err());
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn sub_addresses_go_to_an_existing_folder_only() {
+        let dir = temp_dir("subaddr");
+        let run_ext = |ext: &str| {
+            deliver(
+                &Maildir {
+                    path: &dir,
+                    junk: false,
+                    extension: Some(ext),
+                },
+                &envelope(),
+                &mut std::io::Cursor::new(b"A: b\r\n\r\n".to_vec()),
+            )
+            .unwrap()
+        };
+        // No .lists folder yet: the inbox.
+        assert!(run_ext("lists").starts_with(dir.join("new")));
+        std::fs::create_dir(dir.join(".lists")).unwrap();
+        assert!(run_ext("lists").starts_with(dir.join(".lists/new")));
+        assert!(dir.join(".lists/cur").is_dir());
+        // Escaped characters cannot name another place.
+        assert_eq!(folder_name("../../etc"), "...:..:etc");
+        assert_eq!(folder_name("a|b"), ".a:b");
     }
 
     #[test]

@@ -106,7 +106,11 @@ fn deliver(request: &Request, message: &mut BufReader<File>) -> Outcome {
     match &request.method {
         Method::Maildir { path, junk } => {
             let result = maildir::deliver(
-                &maildir::Maildir { path, junk: *junk },
+                &maildir::Maildir {
+                    path,
+                    junk: *junk,
+                    extension: extension_of(request),
+                },
                 &maildir::Envelope {
                     unique: &request.unique,
                     created: request.created,
@@ -244,11 +248,7 @@ fn run_mda(
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or(home);
     let username = std::env::var("USER").unwrap_or(username);
     let rcpt = Address::parse(&request.rcpt);
-    let extension = rcpt
-        .user
-        .split_once(request.delimiter)
-        .map(|(_, ext)| ext)
-        .filter(|e| !e.is_empty());
+    let extension = extension_of(request);
     mda::deliver(
         &mda::Mda {
             command,
@@ -266,6 +266,15 @@ fn run_mda(
         },
         message,
     )
+}
+
+/// The recipient's sub-address (`bob+lists@...` -> `lists`), if any.
+fn extension_of(request: &Request) -> Option<&str> {
+    Address::parse(&request.rcpt)
+        .user
+        .split_once(request.delimiter)
+        .map(|(_, ext)| ext)
+        .filter(|e| !e.is_empty())
 }
 
 /// One mapping from a method's error to the outcome the queue records.

@@ -34,6 +34,8 @@ pub enum Refusal {
     NotRegular(String),
     #[error("{0} is larger than {MAX_FORWARD_BYTES} bytes")]
     TooLarge(String),
+    #[error("{0} has the sticky bit: mail waits until it is cleared")]
+    Sticky(String),
     #[error("{0}: {1}")]
     Io(String, String),
 }
@@ -69,6 +71,10 @@ pub fn read(home: &Path, uid: u32) -> Result<Option<String>, Refusal> {
         Err(e) => return Err(Refusal::Io(show(home), e.to_string())),
     };
     check_owner_and_mode(home, &home_meta, uid)?;
+    // forward(5): a sticky home defers mail while the user edits the file.
+    if home_meta.mode() & 0o1000 != 0 {
+        return Err(Refusal::Sticky(show(home)));
+    }
     let path = home.join(".forward");
     let file = match File::options()
         .read(true)
@@ -164,6 +170,11 @@ mod tests {
         std::fs::write(h.join("target"), "x\n").unwrap();
         std::os::unix::fs::symlink(h.join("target"), h.join(".forward")).unwrap();
         assert!(matches!(read(&h, me()), Err(Refusal::NotRegular(_))));
+
+        let h = home("sticky");
+        std::fs::write(h.join(".forward"), "x\n").unwrap();
+        std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o1755)).unwrap();
+        assert!(matches!(read(&h, me()), Err(Refusal::Sticky(_))));
 
         let h = home("dir");
         std::fs::create_dir(h.join(".forward")).unwrap();
