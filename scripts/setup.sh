@@ -22,7 +22,19 @@ fi
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # Packages with a service (dovecot) must not start it: the tests run
+    # their own instances on private sockets.
+    policy=/usr/sbin/policy-rc.d
+    created_policy=no
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+        created_policy=yes
+    fi
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    if [ "$created_policy" = yes ]; then
+        rm -f "$policy"
+    fi
 fi
 
 # The unprivileged users of the process split (docs/architecture.md):
