@@ -1612,9 +1612,12 @@ impl<'o> Parser<'o> {
 
     fn builtin_tables(&mut self) {
         let addrs: Vec<IpAddr> = self.interfaces.iter().map(|i| i.addr).collect();
+        // As OpenSMTPD: the local enqueuer, the loopback addresses and the
+        // machine's interface addresses. Not all of 127.0.0.0/8: a client
+        // on 127.0.0.2 is foreign (tests rely on that to look remote).
         let mut localhost = vec![
             "local".to_string(),
-            "127.0.0.0/8".to_string(),
+            "127.0.0.1".to_string(),
             "::1".to_string(),
         ];
         let mut localnames = vec!["localhost".to_string(), self.hostname.clone()];

@@ -72,9 +72,8 @@ fn builtin_tables() {
         c.tables[0].decl,
         TableDecl::StaticList(vec![
             "local".into(),
-            "127.0.0.0/8".into(),
-            "::1".into(),
             "127.0.0.1".into(),
+            "::1".into(),
             "192.0.2.10".into(),
             "2001:db8::10".into(),
         ])

@@ -216,7 +216,8 @@ fn omitted_from_and_for_mean_local() {
     let r = rules("match action \"local\"\n");
     // from local
     assert_eq!(r.verdict(&from_ip("127.0.0.1")), local(0));
-    assert_eq!(r.verdict(&from_ip("127.1.2.3")), local(0));
+    // Other loopback addresses are foreign, as in OpenSMTPD.
+    assert_eq!(r.verdict(&from_ip("127.1.2.3")), NO);
     assert_eq!(r.verdict(&from_ip("::1")), local(0));
     assert_eq!(r.verdict(&from_ip("192.0.2.10")), local(0));
     assert_eq!(r.verdict(&from_ip("2001:db8::10")), local(0));
@@ -255,9 +256,10 @@ fn from_any() {
 #[test]
 fn from_local() {
     let r = rules("match from local for any action \"relay\"\n");
-    // loopback network, IPv4 and IPv6
+    // the loopback addresses, IPv4 and IPv6; not the rest of 127/8, so a
+    // client on 127.0.0.2 can play a foreign host
     assert_eq!(r.verdict(&from_ip("127.0.0.1")), relay(0));
-    assert_eq!(r.verdict(&from_ip("127.255.0.9")), relay(0));
+    assert_eq!(r.verdict(&from_ip("127.0.0.2")), NO);
     assert_eq!(r.verdict(&from_ip("::1")), relay(0));
     // IPv4-mapped loopback from a dual-stack socket
     assert_eq!(r.verdict(&from_ip("::ffff:127.0.0.1")), relay(0));
