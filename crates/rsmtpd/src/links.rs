@@ -123,22 +123,31 @@ pub struct ForwardOwner {
 pub enum ChildToParent {
     /// Start-up is done (privileges dropped, links up).
     Ready,
-    /// From the queue: deliver this envelope locally. Carries one fd: the
-    /// message, opened read-only.
+    /// From the queue: deliver these envelopes (one message) locally.
+    /// Carries one fd: the message, opened read-only.
     Deliver(Box<LocalDelivery>),
     /// From lookup: read this user's .forward.
     ReadForward { id: u64, owner: ForwardOwner },
 }
 
-/// A local delivery request: what the parent needs to pick the user and
-/// the method from the *current* configuration.
+/// A local delivery request: what the parent needs to pick the users and
+/// the method from the *current* configuration. Several recipients only
+/// for an `lmtp` action (one LMTP transaction for all, RFC 2033); every
+/// other method gets one recipient per request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalDelivery {
-    pub evpid: u64,
-    /// The action the recipient matched when received.
+    /// The action the recipients matched when received.
     pub action: String,
     /// MAIL FROM (empty for the null sender).
     pub sender: String,
+    /// Never empty; the parent answers one `Delivered` per recipient.
+    pub recipients: Vec<LocalRecipient>,
+}
+
+/// One envelope of a [`LocalDelivery`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalRecipient {
+    pub evpid: u64,
     /// The recipient as received.
     pub rcpt: String,
     /// The recipient after expansion.
@@ -315,8 +324,9 @@ pub enum QueueToScheduler {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SchedulerToQueue {
-    /// Attempt a delivery now.
-    Deliver { evpid: u64 },
+    /// Attempt these deliveries now: everything due at once, so that the
+    /// queue can group one message's recipients into one transaction.
+    Deliver { evpids: Vec<u64> },
     /// The envelope outlived its ttl: bounce it.
     Expire { evpid: u64 },
 }

@@ -204,8 +204,19 @@ fn root_is_never_delivered_to_through_an_mda() {
 }
 
 /// A one-connection LMTP server on loopback: returns the port and a handle
-/// giving every line it received.
+/// giving every line it received. Every recipient is delivered.
 fn lmtp_server() -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    lmtp_server_answering(&[])
+}
+
+/// As [`lmtp_server`], answering after the final dot, for each recipient
+/// in RCPT order, the reply `answers` gives for its address (`250` for
+/// those it does not name), as LMTP does (RFC 2033 4.2).
+fn lmtp_server_answering(answers: &[(&str, &str)]) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    let answers: Vec<(String, String)> = answers
+        .iter()
+        .map(|(a, r)| ((*a).to_string(), (*r).to_string()))
+        .collect();
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -219,31 +230,42 @@ fn lmtp_server() -> (u16, std::thread::JoinHandle<Vec<String>>) {
         let mut reader = BufReader::new(stream);
         out.write_all(b"220 lmtp.test LMTP\r\n").unwrap();
         let mut in_data = false;
+        let mut rcpts: Vec<String> = Vec::new();
         for _ in 0..1000 {
             let mut line = String::new();
             if reader.read_line(&mut line).unwrap_or(0) == 0 {
                 break;
             }
             lines.push(line.clone());
-            let reply: &[u8] = if in_data {
+            let reply: String = if in_data {
                 if line == ".\r\n" {
                     in_data = false;
-                    b"250 2.0.0 delivered\r\n"
+                    rcpts
+                        .drain(..)
+                        .map(|rcpt| {
+                            let answer = answers.iter().find(|(a, _)| *a == rcpt);
+                            let answer = answer.map_or("250 2.0.0 delivered", |(_, r)| r);
+                            format!("{answer}\r\n")
+                        })
+                        .collect()
                 } else {
                     continue;
                 }
             } else if line.starts_with("LHLO") {
-                b"250-lmtp.test\r\n250 PIPELINING\r\n"
+                "250-lmtp.test\r\n250 PIPELINING\r\n".into()
             } else if line.starts_with("DATA") {
                 in_data = true;
-                b"354 go\r\n"
+                "354 go\r\n".into()
             } else if line.starts_with("QUIT") {
                 out.write_all(b"221 bye\r\n").unwrap();
                 break;
             } else {
-                b"250 2.1.0 ok\r\n"
+                if let Some(rest) = line.strip_prefix("RCPT TO:<") {
+                    rcpts.push(rest.split('>').next().unwrap_or_default().to_string());
+                }
+                "250 2.1.0 ok\r\n".into()
             };
-            out.write_all(reply).unwrap();
+            out.write_all(reply.as_bytes()).unwrap();
         }
         lines
     });
@@ -298,4 +320,94 @@ fn lmtp_hands_the_message_to_the_server_with_the_user_as_recipient() {
         lines.contains(&"..leading dot\r\n".to_string()),
         "{lines:?}"
     );
+}
+
+#[test]
+fn lmtp_delivers_several_recipients_in_one_transaction_with_replies_each() {
+    if !root() {
+        return;
+    }
+    let one = "rsmtpdtest1@example.org";
+    let two = "rsmtpdtest2@example.org";
+    let three = "rsmtpdtest1+three@example.org";
+    let (lmtp_port, server) = lmtp_server_answering(&[
+        (one, "250 2.1.5 ok"),
+        (two, "452 4.2.2 mailbox full"),
+        (three, "550 5.1.1 no such mailbox"),
+    ]);
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         action \"lmtp\" lmtp \"127.0.0.1:{lmtp_port}\" rcpt-to\n\
+         match from any for domain \"example.org\" action \"lmtp\"\n"
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "lmtp-group",
+            body: &body,
+            args: &[],
+            // A quick retry, to see the temporary failure tried again.
+            env: &[("RSMTPD_RETRY_BASE_LOCAL", "1")],
+        },
+    );
+    let mut c = Client::connect(d.addr());
+    c.cmd("EHLO client.example");
+    assert!(c.cmd("MAIL FROM:<alice@example.org>").starts_with("250"));
+    for to in [one, two, three] {
+        let r = c.cmd(&format!("RCPT TO:<{to}>"));
+        assert!(r.starts_with("250"), "{r}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    let r = c.cmd("Subject: three at once\r\n\r\nhello\r\n.");
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    c.cmd("QUIT");
+
+    // The server takes one connection: one transaction had to carry all.
+    let lines = server.join().unwrap();
+    let count = |prefix: &str| lines.iter().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(count("MAIL FROM:"), 1, "{lines:?}");
+    assert_eq!(count("RCPT TO:"), 3, "{lines:?}");
+    assert_eq!(count("DATA"), 1, "{lines:?}");
+    for to in [one, two, three] {
+        assert!(lines.contains(&format!("RCPT TO:<{to}>\r\n")), "{lines:?}");
+    }
+
+    let timeout = Duration::from_secs(15);
+    d.wait_for_log(&format!("to=<{three}>"), timeout);
+    let line_for = |to: &str| {
+        d.log()
+            .lines()
+            .find(|l| l.contains("delivery: ") && l.contains(&format!("to=<{to}>")))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let first = line_for(one);
+    assert!(first.contains("delivery: Ok"), "{first}");
+    assert!(first.contains("method=lmtp"), "{first}");
+    let second = line_for(two);
+    assert!(second.contains("delivery: TempFail"), "{second}");
+    assert!(second.contains("452 4.2.2 mailbox full"), "{second}");
+    let third = line_for(three);
+    assert!(third.contains("delivery: PermFail"), "{third}");
+    assert!(third.contains("550 5.1.1 no such mailbox"), "{third}");
+    // The permanent failure is bounced to the sender (who has no mailbox
+    // here, so the bounce itself cannot be routed: either way it is tried).
+    d.wait_for_log("bounce: ", timeout);
+    // The temporary failure is tried again (the server is gone by then);
+    // the delivered recipient is not.
+    let deadline = std::time::Instant::now() + timeout;
+    let attempts = |to: &str, result: &str| {
+        d.log()
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("delivery: {result}")) && l.contains(&format!("to=<{to}>"))
+            })
+            .count()
+    };
+    while attempts(two, "TempFail") < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(attempts(two, "TempFail") >= 2, "log:\n{}", d.log());
+    assert_eq!(attempts(one, "Ok"), 1, "log:\n{}", d.log());
+    assert_eq!(attempts(three, "PermFail"), 1, "log:\n{}", d.log());
 }

@@ -2,8 +2,9 @@
 //! local delivery, already as the recipient user (uid, gid, no
 //! supplementary groups, a clean environment, the home as working
 //! directory). Standard input is the message (opened read-only by the
-//! queue); standard output is a socket that carries one request in and one
-//! outcome out.
+//! queue); standard output is a socket that carries one request in and the
+//! outcomes out: one per recipient, in the request's order (several only
+//! for LMTP, which delivers a message to many recipients at once).
 
 use std::fs::File;
 use std::io::BufReader;
@@ -41,26 +42,46 @@ pub enum Method {
     File {
         path: PathBuf,
     },
-    /// An LMTP server (`host:port` or a socket path); `user` is the
-    /// recipient's account, sent as RCPT TO unless `rcpt_to`.
+    /// An LMTP server (`host:port` or a socket path), with every
+    /// recipient of the transaction (never empty).
     Lmtp {
         destination: String,
         rcpt_to: bool,
-        user: String,
+        recipients: Vec<LmtpRcpt>,
     },
+}
+
+/// One recipient of an LMTP transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LmtpRcpt {
+    /// The recipient's account, sent as RCPT TO unless `rcpt_to`.
+    pub user: String,
+    /// The recipient after expansion.
+    pub address: String,
+}
+
+impl Method {
+    /// How many outcomes the child answers with.
+    pub fn recipients(&self) -> usize {
+        match self {
+            Method::Lmtp { recipients, .. } => recipients.len(),
+            _ => 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub method: Method,
-    /// Stable per envelope: the envelope id.
+    /// Stable per envelope: the envelope id (the first one's for LMTP).
     pub unique: String,
     pub created: u64,
     pub hostname: String,
     pub sender: String,
-    /// The recipient as received.
+    /// The recipient as received (LMTP: the first one's; the method
+    /// carries them all).
     pub rcpt: String,
-    /// The recipient after expansion.
+    /// The recipient after expansion (LMTP: as `rcpt`).
     pub recipient: String,
     /// The sub-address delimiter, for EXTENSION.
     pub delimiter: char,
@@ -87,7 +108,7 @@ fn run() -> Result<(), String> {
         .open("/dev/null")
         .map_err(|e| e.to_string())?;
     nix::unistd::dup2_stdout(&null).map_err(|e| e.to_string())?;
-    let mut link: BlockingChannel<Outcome, Request> =
+    let mut link: BlockingChannel<Vec<Outcome>, Request> =
         BlockingChannel::from_fd(sock).map_err(|e| e.to_string())?;
     let (request, _) = link
         .recv()
@@ -98,12 +119,13 @@ fn run() -> Result<(), String> {
         .try_clone_to_owned()
         .map_err(|e| e.to_string())?;
     let mut message = BufReader::with_capacity(64 * 1024, File::from(message));
-    let outcome = deliver(&request, &mut message);
-    link.send(&outcome, Vec::new()).map_err(|e| e.to_string())
+    let outcomes = deliver(&request, &mut message);
+    link.send(&outcomes, Vec::new()).map_err(|e| e.to_string())
 }
 
-fn deliver(request: &Request, message: &mut BufReader<File>) -> Outcome {
-    match &request.method {
+/// One outcome per recipient: every method but LMTP has exactly one.
+fn deliver(request: &Request, message: &mut BufReader<File>) -> Vec<Outcome> {
+    let one = match &request.method {
         Method::Maildir { path, junk } => {
             let result = maildir::deliver(
                 &maildir::Maildir {
@@ -140,14 +162,14 @@ fn deliver(request: &Request, message: &mut BufReader<File>) -> Outcome {
         Method::Lmtp {
             destination,
             rcpt_to,
-            user,
-        } => run_lmtp(request, destination, *rcpt_to, user, message),
+            recipients,
+        } => return run_lmtp(request, destination, *rcpt_to, recipients, message),
         Method::File { path } => {
             if let Err(e) = create_if_missing(path) {
-                return Outcome::Temporary {
+                return vec![Outcome::Temporary {
                     status: "4.2.0".into(),
                     text: format!("{}: {e}", path.display()),
-                };
+                }];
             }
             let facts = mbox::Facts {
                 sender: &request.sender,
@@ -157,24 +179,29 @@ fn deliver(request: &Request, message: &mut BufReader<File>) -> Outcome {
             let result = mbox::deliver(path, &facts, message);
             outcome(result, |e| (e.class(), e.status(), e.to_string()))
         }
-    }
+    };
+    vec![one]
 }
 
-/// One recipient over LMTP; the server adds the trace headers.
+/// Every recipient in one LMTP transaction; the server answers for each
+/// after the data, and adds the trace headers. One outcome per recipient,
+/// in order.
 fn run_lmtp(
     request: &Request,
     destination: &str,
     rcpt_to: bool,
-    user: &str,
+    recipients: &[LmtpRcpt],
     message: &mut BufReader<File>,
-) -> Outcome {
-    let temporary = |text: String| Outcome::Temporary {
-        status: "4.3.0".into(),
-        text,
-    };
+) -> Vec<Outcome> {
+    let all = |outcome: Outcome| vec![outcome; recipients.len()];
     let destination = match lmtp::Destination::parse(destination) {
         Ok(d) => d,
-        Err(e) => return temporary(e.to_string()),
+        Err(e) => {
+            return all(Outcome::Temporary {
+                status: "4.3.0".into(),
+                text: e.to_string(),
+            });
+        }
     };
     let config = lmtp::Lmtp {
         destination: &destination,
@@ -183,29 +210,35 @@ fn run_lmtp(
         io_timeout: std::time::Duration::from_secs(60),
         session_timeout: MDA_TIMEOUT,
     };
-    let recipient = lmtp::LmtpRecipient {
-        user,
-        address: &request.recipient,
-    };
-    match lmtp::deliver(&config, &request.sender, &[recipient], None, message) {
-        Ok(outcomes) => match outcomes.into_iter().next() {
-            Some(lmtp::Outcome::Delivered) => Outcome::Ok,
-            Some(lmtp::Outcome::Temporary(text)) => Outcome::Temporary {
-                status: "4.2.0".into(),
-                text,
-            },
-            Some(lmtp::Outcome::Permanent(text)) => Outcome::Permanent {
-                status: "5.2.0".into(),
-                text,
-            },
-            None => temporary("the LMTP server gave no answer".into()),
-        },
+    let list: Vec<lmtp::LmtpRecipient<'_>> = recipients
+        .iter()
+        .map(|r| lmtp::LmtpRecipient {
+            user: &r.user,
+            address: &r.address,
+        })
+        .collect();
+    match lmtp::deliver(&config, &request.sender, &list, None, message) {
+        // The parent checks the count: a short answer retries them all.
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .map(|o| match o {
+                lmtp::Outcome::Delivered => Outcome::Ok,
+                lmtp::Outcome::Temporary(text) => Outcome::Temporary {
+                    status: "4.2.0".into(),
+                    text,
+                },
+                lmtp::Outcome::Permanent(text) => Outcome::Permanent {
+                    status: "5.2.0".into(),
+                    text,
+                },
+            })
+            .collect(),
         Err(e) => {
             let (status, text) = (e.status().to_owned(), e.to_string());
-            match e.class() {
+            all(match e.class() {
                 Class::Temporary => Outcome::Temporary { status, text },
                 Class::Permanent => Outcome::Permanent { status, text },
-            }
+            })
         }
     }
 }

@@ -23,12 +23,12 @@ use tokio::sync::mpsc;
 
 use crate::clock::now;
 use crate::links::{
-    ChildToParent, FdKind, ForwardOwner, ForwardResult, LocalDelivery, Outcome, ParentToChild,
-    Role, Start,
+    ChildToParent, FdKind, ForwardOwner, ForwardResult, LocalDelivery, LocalRecipient, Outcome,
+    ParentToChild, Role, Start,
 };
 use crate::logging::visible;
 use crate::privsep::{self, Mode};
-use crate::roles::deliver::{self, DELIVER_FLAG, Method};
+use crate::roles::deliver::{self, DELIVER_FLAG, LmtpRcpt, Method};
 use crate::roles::{ROLE_FLAG, RoleError, writer};
 use crate::smtpd::Flags;
 use crate::{log_error, log_info, log_warn};
@@ -223,7 +223,8 @@ fn shutdown_children(children: &mut [ChildProc], grace: Duration) {
 enum Event {
     Child(Role, ChildToParent, Vec<OwnedFd>),
     Closed(Role),
-    Delivered(u64, Outcome),
+    /// A local delivery's outcomes, by envelope id.
+    Delivered(Vec<(u64, Outcome)>),
     ForwardRead(u64, ForwardResult),
 }
 
@@ -326,9 +327,8 @@ async fn supervise(
                     let ctx = delivery.clone();
                     let events = events_tx.clone();
                     tokio::spawn(async move {
-                        let evpid = req.evpid;
-                        let outcome = ctx.deliver(&req, message).await;
-                        let _ = events.send(Event::Delivered(evpid, outcome));
+                        let outcomes = ctx.deliver(&req, message).await;
+                        let _ = events.send(Event::Delivered(outcomes));
                     });
                 }
                 Some(Event::Child(role, ChildToParent::ReadForward { id, owner }, _)) => {
@@ -348,9 +348,11 @@ async fn supervise(
                         let _ = l.send((ParentToChild::Forward { id, result }, Vec::new()));
                     }
                 }
-                Some(Event::Delivered(evpid, outcome)) => {
+                Some(Event::Delivered(outcomes)) => {
                     if let Some(q) = &queue {
-                        let _ = q.send((ParentToChild::Delivered { evpid, outcome }, Vec::new()));
+                        for (evpid, outcome) in outcomes {
+                            let _ = q.send((ParentToChild::Delivered { evpid, outcome }, Vec::new()));
+                        }
                     }
                 }
             }
@@ -377,53 +379,87 @@ struct DeliveryContext {
 }
 
 impl DeliveryContext {
-    async fn deliver(&self, req: &LocalDelivery, message: OwnedFd) -> Outcome {
+    /// Deliver every recipient of `req`: one outcome each, with its
+    /// envelope id, in the request's order. Each recipient is planned on
+    /// its own (one that cannot be resolved fails alone); LMTP recipients
+    /// for the same server then share one child and one transaction.
+    async fn deliver(&self, req: &LocalDelivery, message: OwnedFd) -> Vec<(u64, Outcome)> {
         // Closed only if the context is dropped, which ends the daemon.
         let Ok(_slot) = self.slots.acquire().await else {
-            return Outcome::Temporary {
-                status: "4.3.0".into(),
-                text: "shutting down".into(),
-            };
+            return req
+                .recipients
+                .iter()
+                .map(|r| (r.evpid, temporary("shutting down".into())))
+                .collect();
         };
-        let (outcome, user, method) = match self.plan(req) {
-            Ok((user, request)) => {
-                let method = match &request.method {
-                    Method::Maildir { .. } => "maildir",
-                    Method::Mbox { .. } => "mbox",
-                    Method::Mda { .. } => "mda",
-                    Method::File { .. } => "file",
-                    Method::Lmtp { .. } => "lmtp",
-                };
-                let outcome = self.spawn(&user, &request, message).await;
-                (outcome, user.username, method)
+        // (outcome, account, method) per recipient, filled in as known.
+        let mut results: Vec<Option<(Outcome, String, &'static str)>> =
+            vec![None; req.recipients.len()];
+        let mut runs: Vec<Run> = Vec::new();
+        for (i, r) in req.recipients.iter().enumerate() {
+            match self.plan(req, r) {
+                Err(outcome) => results[i] = Some((outcome, String::from("-"), "-")),
+                Ok((user, request)) => match runs.iter_mut().find(|run| run.joins(&user, &request))
+                {
+                    Some(run) => run.add(i, request),
+                    None => runs.push(Run {
+                        user,
+                        request,
+                        members: vec![i],
+                    }),
+                },
             }
-            Err(outcome) => (outcome, String::from("-"), "-"),
-        };
-        // Time in the queue, as OpenSMTPD's delay= (this attempt included).
-        let delay = now().saturating_sub(req.created);
-        let (result, stat) = match &outcome {
-            Outcome::Ok => ("Ok", "Delivered".to_string()),
-            Outcome::Temporary { text, .. } => ("TempFail", text.clone()),
-            Outcome::Permanent { text, .. } => ("PermFail", text.clone()),
-        };
-        log_info!(
-            "delivery: {result} for {:016x}: from=<{}>, to=<{}>, user={}, method={method}, delay={delay}s, stat={}",
-            req.evpid,
-            visible(&req.sender),
-            visible(&req.dest),
-            visible(&user),
-            visible(&stat)
-        );
-        outcome
+        }
+        let mut message = std::fs::File::from(message);
+        for run in runs {
+            let method = method_of(&run.request.method);
+            // Several runs happen only if the configuration splits what the
+            // queue grouped; each child reads the message from the start.
+            let fd = std::io::Seek::rewind(&mut message).and_then(|()| message.try_clone());
+            let outcomes = match fd {
+                Ok(fd) => self.spawn(&run.user, &run.request, OwnedFd::from(fd)).await,
+                Err(e) => vec![temporary(format!("message: {e}")); run.members.len()],
+            };
+            for (i, outcome) in run.members.into_iter().zip(outcomes) {
+                results[i] = Some((outcome, run.user.username.clone(), method));
+            }
+        }
+        let mut out = Vec::with_capacity(req.recipients.len());
+        for (r, result) in req.recipients.iter().zip(results) {
+            let (outcome, user, method) = result.unwrap_or_else(|| {
+                (
+                    temporary("no outcome for the recipient".into()),
+                    String::from("-"),
+                    "-",
+                )
+            });
+            // Time in the queue, as OpenSMTPD's delay= (this attempt included).
+            let delay = now().saturating_sub(r.created);
+            let (result, stat) = match &outcome {
+                Outcome::Ok => ("Ok", "Delivered".to_string()),
+                Outcome::Temporary { text, .. } => ("TempFail", text.clone()),
+                Outcome::Permanent { text, .. } => ("PermFail", text.clone()),
+            };
+            log_info!(
+                "delivery: {result} for {:016x}: from=<{}>, to=<{}>, user={}, method={method}, delay={delay}s, stat={}",
+                r.evpid,
+                visible(&req.sender),
+                visible(&r.dest),
+                visible(&user),
+                visible(&stat)
+            );
+            out.push((r.evpid, outcome));
+        }
+        out
     }
 
     /// Resolve the action (from the current configuration), the user and
     /// the method; an error is already the outcome.
-    fn plan(&self, req: &LocalDelivery) -> Result<(Userinfo, deliver::Request), Outcome> {
-        let temporary = |text: String| Outcome::Temporary {
-            status: "4.3.0".into(),
-            text,
-        };
+    fn plan(
+        &self,
+        req: &LocalDelivery,
+        r: &LocalRecipient,
+    ) -> Result<(Userinfo, deliver::Request), Outcome> {
         let action = self
             .config
             .actions
@@ -443,14 +479,11 @@ impl DeliveryContext {
         };
         // Expansion named the account; without a name (mail queued by an
         // older version) the destination's user part is resolved.
-        let name = match (&req.user, &req.target) {
+        let name = match (&r.user, &r.target) {
             (Some(name), _) => Some(name.clone()),
             (None, Some(_)) => None,
             (None, None) => {
-                let local_part = req
-                    .dest
-                    .rsplit_once('@')
-                    .map_or(req.dest.as_str(), |(l, _)| l);
+                let local_part = r.dest.rsplit_once('@').map_or(r.dest.as_str(), |(l, _)| l);
                 let base = local_part
                     .split(self.config.smtp.sub_addr_delim)
                     .next()
@@ -482,8 +515,8 @@ impl DeliveryContext {
         let home = user.directory.to_string_lossy().into_owned();
         let vars = format::Vars {
             sender: format::Address::parse(&req.sender),
-            rcpt: format::Address::parse(&req.rcpt),
-            dest: format::Address::parse(&req.dest),
+            rcpt: format::Address::parse(&r.rcpt),
+            dest: format::Address::parse(&r.dest),
             user: format::User {
                 username: &user.username,
                 directory: &home,
@@ -491,7 +524,7 @@ impl DeliveryContext {
             mda: None,
             delimiter: self.config.smtp.sub_addr_delim,
         };
-        let method = match (&req.target, &local.method) {
+        let method = match (&r.target, &local.method) {
             (Some(rsmtpd_queue::LocalTarget::File(path)), _) => Method::File {
                 path: PathBuf::from(path),
             },
@@ -542,12 +575,15 @@ impl DeliveryContext {
                 let lmtp = Method::Lmtp {
                     destination: destination.clone(),
                     rcpt_to: *rcpt_to,
-                    user: user.username.clone(),
+                    recipients: vec![LmtpRcpt {
+                        user: user.username.clone(),
+                        address: r.dest.clone(),
+                    }],
                 };
                 let run_as = self
                     .unprivileged_account()
                     .map_err(|name| temporary(format!("no account {name:?} to run LMTP as")))?;
-                return Ok((run_as, self.request(req, lmtp)));
+                return Ok((run_as, self.request(req, r, lmtp)));
             }
             (None, other) => {
                 return Err(temporary(format!(
@@ -556,18 +592,18 @@ impl DeliveryContext {
                 )));
             }
         };
-        Ok((user, self.request(req, method)))
+        Ok((user, self.request(req, r, method)))
     }
 
-    fn request(&self, req: &LocalDelivery, method: Method) -> deliver::Request {
+    fn request(&self, req: &LocalDelivery, r: &LocalRecipient, method: Method) -> deliver::Request {
         deliver::Request {
             method,
-            unique: format!("{:016x}", req.evpid),
-            created: req.created,
+            unique: format!("{:016x}", r.evpid),
+            created: r.created,
             hostname: self.config.hostname.clone(),
             sender: req.sender.clone(),
-            rcpt: req.rcpt.clone(),
-            recipient: req.dest.clone(),
+            rcpt: r.rcpt.clone(),
+            recipient: r.dest.clone(),
             delimiter: self.config.smtp.sub_addr_delim,
         }
     }
@@ -633,20 +669,20 @@ impl DeliveryContext {
         }
     }
 
-    /// Run the delivery child as the user and wait for its outcome.
+    /// Run the delivery child as the user and wait for its outcomes, one
+    /// per recipient of the request. Anything short of that (a child that
+    /// dies, hangs or miscounts) is a temporary failure for every one.
     async fn spawn(
         &self,
         user: &Userinfo,
         request: &deliver::Request,
         message: OwnedFd,
-    ) -> Outcome {
-        let temporary = |text: String| Outcome::Temporary {
-            status: "4.3.0".into(),
-            text,
-        };
+    ) -> Vec<Outcome> {
+        let expected = request.method.recipients();
+        let all = |text: String| vec![temporary(text); expected];
         let (mine, theirs) = match rsmtpd_ipc::pair() {
             Ok(p) => p,
-            Err(e) => return temporary(format!("socketpair: {e}")),
+            Err(e) => return all(format!("socketpair: {e}")),
         };
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.arg(DELIVER_FLAG)
@@ -674,26 +710,93 @@ impl DeliveryContext {
         }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => return temporary(format!("cannot start the delivery: {e}")),
+            Err(e) => return all(format!("cannot start the delivery: {e}")),
         };
         drop(cmd);
         let result = tokio::time::timeout(DELIVERY_TIMEOUT, async {
-            let mut link: Channel<deliver::Request, Outcome> = Channel::from_fd(mine)?;
+            let mut link: Channel<deliver::Request, Vec<Outcome>> = Channel::from_fd(mine)?;
             link.send(request, Vec::new()).await?;
             link.recv().await
         })
         .await;
-        let outcome = match result {
-            Ok(Ok(Some((outcome, _)))) => outcome,
-            Ok(Ok(None)) => temporary("the delivery process exited without an answer".into()),
-            Ok(Err(e)) => temporary(format!("delivery process: {e}")),
+        let outcomes = match result {
+            Ok(Ok(Some((outcomes, _)))) if outcomes.len() == expected => outcomes,
+            Ok(Ok(Some((outcomes, _)))) => all(format!(
+                "the delivery process answered for {} of {expected} recipients",
+                outcomes.len()
+            )),
+            Ok(Ok(None)) => all("the delivery process exited without an answer".into()),
+            Ok(Err(e)) => all(format!("delivery process: {e}")),
             Err(_) => {
                 let _ = child.kill().await;
-                temporary("delivery timed out".into())
+                all("delivery timed out".into())
             }
         };
         let _ = child.wait().await;
-        outcome
+        outcomes
+    }
+}
+
+/// Recipients that one delivery child handles together.
+struct Run {
+    /// The account the child runs as.
+    user: Userinfo,
+    request: deliver::Request,
+    /// Indexes into the request's recipients, in the child's order.
+    members: Vec<usize>,
+}
+
+impl Run {
+    /// Whether `request` (one recipient, as planned) can join this run:
+    /// only LMTP to the same server, as the same account.
+    fn joins(&self, user: &Userinfo, request: &deliver::Request) -> bool {
+        match (&self.request.method, &request.method) {
+            (
+                Method::Lmtp {
+                    destination: d1,
+                    rcpt_to: r1,
+                    ..
+                },
+                Method::Lmtp {
+                    destination: d2,
+                    rcpt_to: r2,
+                    ..
+                },
+            ) => d1 == d2 && r1 == r2 && self.user.uid == user.uid && self.user.gid == user.gid,
+            _ => false,
+        }
+    }
+
+    fn add(&mut self, index: usize, request: deliver::Request) {
+        if let (
+            Method::Lmtp { recipients, .. },
+            Method::Lmtp {
+                recipients: more, ..
+            },
+        ) = (&mut self.request.method, request.method)
+        {
+            recipients.extend(more);
+            self.members.push(index);
+        }
+    }
+}
+
+/// The method's name in the log.
+fn method_of(method: &Method) -> &'static str {
+    match method {
+        Method::Maildir { .. } => "maildir",
+        Method::Mbox { .. } => "mbox",
+        Method::Mda { .. } => "mda",
+        Method::File { .. } => "file",
+        Method::Lmtp { .. } => "lmtp",
+    }
+}
+
+/// A temporary failure of the daemon's own (not the method's).
+fn temporary(text: String) -> Outcome {
+    Outcome::Temporary {
+        status: "4.3.0".into(),
+        text,
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use rsmtpd_config::model::Config;
+use rsmtpd_config::model::{Config, Dispatcher as ConfigDispatcher, LocalDispatcher, LocalMethod};
 use rsmtpd_ipc::Channel;
 use rsmtpd_queue::{
     BodyType, Dispatcher, DsnNotify, DsnRet, Envelope, ErrorClass, LastError, MsgId, Origin,
@@ -22,9 +22,9 @@ use tokio::sync::mpsc;
 use crate::clock::now;
 use crate::dsn;
 use crate::links::{
-    ChildToParent, FromLookup, LocalDelivery, Outcome, ParentToChild, Planned, QueueToScheduler,
-    QueueToSmtp, Role, RouteAnswer, RouteQuery, Schedule, SchedulerToQueue, SessionFacts,
-    SmtpToQueue, Start, Submission, ToLookup,
+    ChildToParent, FromLookup, LocalDelivery, LocalRecipient, Outcome, ParentToChild, Planned,
+    QueueToScheduler, QueueToSmtp, Role, RouteAnswer, RouteQuery, Schedule, SchedulerToQueue,
+    SessionFacts, SmtpToQueue, Start, Submission, ToLookup,
 };
 use crate::logging::visible;
 use crate::roles::{ParentLink, Received, RoleError, writer};
@@ -122,6 +122,10 @@ impl super::LinkEvent for Event {
     }
 }
 
+/// The most recipients in one LMTP transaction: a bound on the request
+/// and on what one failed session sends back to retry.
+const MAX_LMTP_GROUP: usize = 100;
+
 type Out<T> = mpsc::UnboundedSender<(T, Vec<OwnedFd>)>;
 
 /// A bounce waiting for lookup to route it.
@@ -172,7 +176,7 @@ impl Queue {
                 }
                 Event::Parent(ParentToChild::Start(_) | ParentToChild::Forward { .. }) => {}
                 Event::Smtp(msg) => self.smtp_request(msg),
-                Event::Scheduler(SchedulerToQueue::Deliver { evpid }) => self.deliver(evpid),
+                Event::Scheduler(SchedulerToQueue::Deliver { evpids }) => self.deliver(&evpids),
                 Event::Scheduler(SchedulerToQueue::Expire { evpid }) => self.expire(evpid),
                 Event::Lookup(FromLookup::Route { id, answer }) => self.bounce_routed(id, answer),
                 Event::Committed { id, msgid, result } => self.committed(id, msgid, result),
@@ -385,53 +389,105 @@ impl Queue {
         Ok(out)
     }
 
-    /// The scheduler says: try this envelope now.
-    fn deliver(&mut self, evpid: u64) {
-        let Some(e) = self.envelopes.get(&evpid) else {
-            let _ = self
-                .scheduler
-                .send((QueueToScheduler::Remove { evpid }, Vec::new()));
-            return;
-        };
-        if e.dispatcher == Dispatcher::Relay {
-            // Relaying arrives with the mta role; until then relay mail
-            // waits in the queue and expires like any undeliverable mail.
-            self.delivered(
-                evpid,
-                Outcome::Temporary {
-                    status: "4.3.2".into(),
-                    text: "relaying is not available yet".into(),
-                },
-            );
-            return;
-        }
-        let file = match self.spool.open_message(e.msgid()) {
-            Ok(f) => f,
-            Err(err) => {
-                log_warn!("queue: envelope {}: cannot open message: {err}", e.id);
+    /// The scheduler says: try these envelopes now. Recipients of one
+    /// message to one `lmtp` action go together, so that the server sees
+    /// one transaction (RFC 2033) instead of one per recipient; every
+    /// other envelope goes alone.
+    fn deliver(&mut self, evpids: &[u64]) {
+        let mut groups: Vec<Vec<u64>> = Vec::new();
+        let mut open: HashMap<(MsgId, String, Sender), usize> = HashMap::new();
+        for &evpid in evpids {
+            let Some(e) = self.envelopes.get(&evpid) else {
+                let _ = self
+                    .scheduler
+                    .send((QueueToScheduler::Remove { evpid }, Vec::new()));
+                continue;
+            };
+            if e.dispatcher == Dispatcher::Relay {
+                // Relaying arrives with the mta role; until then relay mail
+                // waits in the queue and expires like any undeliverable mail.
                 self.delivered(
                     evpid,
                     Outcome::Temporary {
-                        status: "4.3.0".into(),
-                        text: "queue error".into(),
+                        status: "4.3.2".into(),
+                        text: "relaying is not available yet".into(),
                     },
                 );
+                continue;
+            }
+            // A file or command target replaces the action's method.
+            if e.target.is_some() || !self.is_lmtp(&e.action) {
+                groups.push(vec![evpid]);
+                continue;
+            }
+            let key = (e.msgid(), e.action.clone(), e.sender.clone());
+            match open.get(&key) {
+                Some(&i) if groups[i].len() < MAX_LMTP_GROUP => groups[i].push(evpid),
+                _ => {
+                    open.insert(key, groups.len());
+                    groups.push(vec![evpid]);
+                }
+            }
+        }
+        for group in groups {
+            self.deliver_group(&group);
+        }
+    }
+
+    /// Whether `action` delivers over LMTP, in the current configuration.
+    fn is_lmtp(&self, action: &str) -> bool {
+        self.config.actions.iter().any(|a| {
+            a.name == action
+                && matches!(
+                    &a.dispatcher,
+                    ConfigDispatcher::Local(LocalDispatcher {
+                        method: LocalMethod::Lmtp { .. },
+                        ..
+                    })
+                )
+        })
+    }
+
+    /// One request to the parent for envelopes of one message, action and
+    /// sender (all local, all in `self.envelopes`).
+    fn deliver_group(&mut self, group: &[u64]) {
+        let Some(first) = group.first().and_then(|id| self.envelopes.get(id)) else {
+            return;
+        };
+        let file = match self.spool.open_message(first.msgid()) {
+            Ok(f) => f,
+            Err(err) => {
+                log_warn!("queue: envelope {}: cannot open message: {err}", first.id);
+                for &evpid in group {
+                    self.delivered(
+                        evpid,
+                        Outcome::Temporary {
+                            status: "4.3.0".into(),
+                            text: "queue error".into(),
+                        },
+                    );
+                }
                 return;
             }
         };
-        let request = LocalDelivery {
-            evpid,
-            action: e.action.clone(),
-            sender: match &e.sender {
+        let mut request = LocalDelivery {
+            action: first.action.clone(),
+            sender: match &first.sender {
                 Sender::Null => String::new(),
                 Sender::Address(a) => a.clone(),
             },
-            rcpt: e.rcpt.clone(),
-            dest: e.dest.clone(),
-            user: e.user.clone(),
-            target: e.target.clone(),
-            created: e.created,
+            recipients: Vec::with_capacity(group.len()),
         };
+        for e in group.iter().filter_map(|id| self.envelopes.get(id)) {
+            request.recipients.push(LocalRecipient {
+                evpid: e.id.get(),
+                rcpt: e.rcpt.clone(),
+                dest: e.dest.clone(),
+                user: e.user.clone(),
+                target: e.target.clone(),
+                created: e.created,
+            });
+        }
         let _ = self.parent.send((
             ChildToParent::Deliver(Box::new(request)),
             vec![OwnedFd::from(file)],

@@ -142,10 +142,13 @@ impl Scheduler {
         }
     }
 
-    /// Orders due at `now`: expiries first, then deliveries up to the
-    /// in-flight limit, skipping paused kinds.
+    /// Orders due at `now`: expiries first, then one batch of every due
+    /// delivery up to the in-flight limit, skipping paused kinds. One
+    /// batch lets the queue put a message's recipients into one
+    /// transaction.
     pub fn due(&mut self, now: u64) -> Vec<SchedulerToQueue> {
         let mut out = Vec::new();
+        let mut batch = Vec::new();
         let due: Vec<(u64, u64)> = self.waiting.range(..=(now, u64::MAX)).copied().collect();
         for (at, evpid) in due {
             let Some(e) = self.entries.get_mut(&evpid) else {
@@ -170,7 +173,10 @@ impl Scheduler {
             self.waiting.remove(&(at, evpid));
             e.inflight = true;
             self.inflight += 1;
-            out.push(SchedulerToQueue::Deliver { evpid });
+            batch.push(evpid);
+        }
+        if !batch.is_empty() {
+            out.push(SchedulerToQueue::Deliver { evpids: batch });
         }
         out
     }
@@ -207,6 +213,12 @@ impl Scheduler {
 mod tests {
     use super::*;
 
+    fn deliver(evpids: &[u64]) -> SchedulerToQueue {
+        SchedulerToQueue::Deliver {
+            evpids: evpids.to_vec(),
+        }
+    }
+
     fn sched(evpid: u64, relay: bool, next_try: u64) -> Schedule {
         Schedule {
             evpid,
@@ -226,13 +238,7 @@ mod tests {
             1000,
         );
         let due = s.due(1000);
-        assert_eq!(
-            due,
-            vec![
-                SchedulerToQueue::Deliver { evpid: 1 },
-                SchedulerToQueue::Deliver { evpid: 2 }
-            ]
-        );
+        assert_eq!(due, vec![deliver(&[1, 2])], "one batch");
         assert!(s.due(1000).is_empty(), "in flight once");
     }
 
@@ -243,7 +249,7 @@ mod tests {
         s.due(1000);
         s.handle(QueueToScheduler::Retry { evpid: 1 }, 1000);
         assert!(s.due(1009).is_empty());
-        assert_eq!(s.due(1010), vec![SchedulerToQueue::Deliver { evpid: 1 }]);
+        assert_eq!(s.due(1010), vec![deliver(&[1])]);
         s.handle(QueueToScheduler::Retry { evpid: 1 }, 1010);
         assert_eq!(s.next_wakeup(), Some(1050));
         s.handle(QueueToScheduler::Retry { evpid: 1 }, 1010);
@@ -278,14 +284,14 @@ mod tests {
             ]),
             1000,
         );
-        assert_eq!(s.due(1000), vec![SchedulerToQueue::Deliver { evpid: 1 }]);
+        assert_eq!(s.due(1000), vec![deliver(&[1])]);
         assert_eq!(
             s.next_wakeup(),
             Some(1000 + 4 * 86_400),
             "full: only expiries wake"
         );
         s.handle(QueueToScheduler::Remove { evpid: 1 }, 1000);
-        assert_eq!(s.due(1000), vec![SchedulerToQueue::Deliver { evpid: 2 }]);
+        assert_eq!(s.due(1000), vec![deliver(&[2])]);
         s.handle(QueueToScheduler::Remove { evpid: 2 }, 1000);
         assert!(s.due(1000).is_empty(), "relay is paused");
     }
@@ -297,5 +303,36 @@ mod tests {
         s.handle(QueueToScheduler::Remove { evpid: 1 }, 1000);
         assert_eq!(s.next_wakeup(), None);
         assert!(s.due(10_000).is_empty());
+    }
+
+    #[test]
+    fn expiries_come_before_the_batch() {
+        let mut s = Scheduler::new((10, 400), 10, false, false);
+        let mut old = sched(1, false, 0);
+        old.expires = 1500;
+        s.handle(
+            QueueToScheduler::Insert(vec![sched(2, false, 0), old, sched(3, false, 0)]),
+            1000,
+        );
+        assert_eq!(
+            s.due(2000),
+            vec![SchedulerToQueue::Expire { evpid: 1 }, deliver(&[2, 3])]
+        );
+    }
+
+    #[test]
+    fn a_batch_stops_at_the_inflight_limit() {
+        let mut s = Scheduler::new((10, 400), 2, false, false);
+        s.handle(
+            QueueToScheduler::Insert(vec![
+                sched(1, false, 0),
+                sched(2, false, 0),
+                sched(3, false, 0),
+            ]),
+            1000,
+        );
+        assert_eq!(s.due(1000), vec![deliver(&[1, 2])]);
+        s.handle(QueueToScheduler::Remove { evpid: 2 }, 1000);
+        assert_eq!(s.due(1000), vec![deliver(&[3])]);
     }
 }
