@@ -30,3 +30,5 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 pub mod daemon;
+pub mod dns;
+pub mod sink;
