@@ -319,10 +319,12 @@ impl ExpandError {
                 status: status.clone(),
                 text: text.clone(),
             },
-            ExpandError::TooDeep
-            | ExpandError::TooMany
-            | ExpandError::Empty { .. }
-            | ExpandError::ExpandOnly { .. } => r(550, "5.2.4", "Mailing list expansion problem"),
+            // 524, as OpenSMTPD answers (and the issue asks): a 5yz code
+            // clients treat as permanent, with the RFC 3463 status.
+            ExpandError::TooDeep => r(524, "5.2.4", "Mailing list expansion problem"),
+            ExpandError::TooMany | ExpandError::Empty { .. } | ExpandError::ExpandOnly { .. } => {
+                r(550, "5.2.4", "Mailing list expansion problem")
+            }
             ExpandError::Loop { .. } => r(550, "5.4.6", "Alias or forwarding loop"),
             ExpandError::ForwardOnly(_) => r(451, "4.2.4", "Mailing list expansion problem"),
             ExpandError::Temporary(_) => {

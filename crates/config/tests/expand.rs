@@ -484,7 +484,7 @@ fn depth_limit() {
     let e = s.err("l0@mail.example.org", &no_files());
     assert_eq!(e, ExpandError::TooDeep);
     let r = e.reply();
-    assert_eq!((r.code, r.status.as_str()), (550, "5.2.4"));
+    assert_eq!((r.code, r.status.as_str()), (524, "5.2.4"));
 }
 
 #[test]
