@@ -341,6 +341,20 @@ pub fn deliver_with(
     message: &mut impl BufRead,
     policy: &LockPolicy,
 ) -> Result<(), MboxError> {
+    deliver_reporting(path, facts, message, policy, &mut |_| {})
+}
+
+/// [`deliver_with`], calling `locked(size)` once the locks are held and
+/// before the first byte is written: `size` is where this entry starts.
+/// The caller passes it on (to the parent), so that if this process is
+/// killed half way, [`repair`] can cut the partial entry off.
+pub fn deliver_reporting(
+    path: &Path,
+    facts: &Facts<'_>,
+    message: &mut impl BufRead,
+    policy: &LockPolicy,
+    locked: &mut dyn FnMut(u64),
+) -> Result<(), MboxError> {
     let headers = HeaderBlock::read(message)?;
     if headers.delivered_to(facts.recipient) {
         return Err(DeliveryError::Loop(facts.recipient.to_owned()).into());
@@ -359,6 +373,7 @@ pub fn deliver_with(
             .metadata()
             .map_err(|source| io("checking", path, source))?
             .len();
+        locked(size);
         let result = write_entry(&file, path, facts, &headers, message);
         let outcome = match result {
             Ok(()) => Ok(()),
@@ -373,6 +388,41 @@ pub fn deliver_with(
         path: path.to_path_buf(),
         reason: Unsafe::Changing,
     })
+}
+
+/// After a delivery process died while writing (killed, or timed out and
+/// killed): cut the mailbox back to `size`, where its entry started, under
+/// the fcntl lock. Run by the parent (root) at once: the dead process's
+/// dotlock is still there, so no cooperating writer has appended since.
+/// Returns whether anything was cut.
+pub fn repair(path: &Path, size: u64) -> Result<bool, MboxError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| open_error(path, "opening", e))?;
+    let meta = file
+        .metadata()
+        .map_err(|source| io("checking", path, source))?;
+    if !meta.is_file() || meta.nlink() != 1 {
+        return Err(MboxError::Unsafe {
+            path: path.to_path_buf(),
+            reason: Unsafe::NotRegular,
+        });
+    }
+    let _lock = FcntlLock::acquire_bounded(&file, path, &LockPolicy::default())?;
+    let now = file
+        .metadata()
+        .map_err(|source| io("checking", path, source))?
+        .len();
+    if now <= size {
+        return Ok(false);
+    }
+    file.set_len(size)
+        .map_err(|source| io("truncating", path, source))?;
+    file.sync_all()
+        .map_err(|source| io("syncing", path, source))?;
+    Ok(true)
 }
 
 fn open_for_append(path: &Path, owner: Uid) -> Result<File, MboxError> {
@@ -746,6 +796,26 @@ impl<'a> FcntlLock<'a> {
             Err(Errno::EAGAIN | Errno::EACCES | Errno::EINTR) => Ok(None),
             Err(e) => Err(io("locking", path, e.into())),
         }
+    }
+
+    /// Retry as `policy` says; the fcntl lock only (see [`repair`]).
+    fn acquire_bounded(
+        file: &'a File,
+        path: &Path,
+        policy: &LockPolicy,
+    ) -> Result<FcntlLock<'a>, MboxError> {
+        for attempt in 0..policy.attempts.get() {
+            if attempt > 0 {
+                std::thread::sleep(policy.interval);
+            }
+            if let Some(lock) = FcntlLock::try_acquire(file, path)? {
+                return Ok(lock);
+            }
+        }
+        Err(MboxError::Locked {
+            path: path.to_path_buf(),
+            lock: LockKind::Fcntl,
+        })
     }
 }
 

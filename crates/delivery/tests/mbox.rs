@@ -674,3 +674,42 @@ hello\n\
     );
     assert!(!lock_file(&path).exists());
 }
+
+#[test]
+fn the_writer_reports_where_its_entry_starts_and_repair_cuts_back_to_it() {
+    let dir = temp_dir("mbox-repair");
+    let path = mailbox(&dir);
+    run(&path, b"Subject: first\r\n\r\nkept\r\n").unwrap();
+    let before = std::fs::read(&path).unwrap();
+    // The second delivery reports its start offset before writing.
+    let mut reported = None;
+    rsmtpd_delivery::mbox::deliver_reporting(
+        &path,
+        &FACTS,
+        &mut Cursor::new(b"Subject: second\r\n\r\nbody\r\n".to_vec()),
+        &quick(3),
+        &mut |offset| reported = Some(offset),
+    )
+    .unwrap();
+    assert_eq!(reported, Some(before.len() as u64));
+    // A writer killed half way leaves a partial entry after that offset.
+    let mut partial = before.clone();
+    partial.extend_from_slice(b"From alice@example.net Tue Nov 14 22:13:20 2023\nSubject: thi");
+    std::fs::write(&path, &partial).unwrap();
+    assert!(rsmtpd_delivery::mbox::repair(&path, before.len() as u64).unwrap());
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    // Nothing past the offset: nothing to cut.
+    assert!(!rsmtpd_delivery::mbox::repair(&path, before.len() as u64).unwrap());
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn repair_refuses_a_symlink() {
+    let dir = temp_dir("mbox-repair-link");
+    let target = mailbox(&dir);
+    std::fs::write(&target, b"precious").unwrap();
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert!(rsmtpd_delivery::mbox::repair(&link, 0).is_err());
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+}

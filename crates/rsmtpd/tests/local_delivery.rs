@@ -411,3 +411,86 @@ fn lmtp_delivers_several_recipients_in_one_transaction_with_replies_each() {
     assert_eq!(attempts(one, "Ok"), 1, "log:\n{}", d.log());
     assert_eq!(attempts(three, "PermFail"), 1, "log:\n{}", d.log());
 }
+
+/// The pid of a running `smtpd --deliver` child, if any.
+fn delivery_child() -> Option<i32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).any(|a| a == b"--deliver") {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_delivery_killed_while_writing_an_mbox_leaves_no_partial_entry() {
+    if !root() {
+        return;
+    }
+    let spool = rsmtpd_test_support::temp_dir("mbox-kill");
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spool_s = spool.display().to_string();
+    let body = "queue path \"{spool}\"\nlisten on 127.0.0.1 port {port}\n\
+                smtp max-message-size 64M\n\
+                action \"mbox\" mbox\nmatch from any for domain \"example.org\" action \"mbox\"\n";
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "mbox-kill",
+            body,
+            args: &[],
+            env: &[
+                ("RSMTPD_MAIL_SPOOL", &spool_s),
+                ("RSMTPD_RETRY_BASE_LOCAL", "1"),
+            ],
+        },
+    );
+    let mbox = spool.join("rsmtpdtest1");
+    // Kill the delivery child once it has started writing.
+    let watcher = {
+        let mbox = mbox.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                let size = std::fs::metadata(&mbox).map(|m| m.len()).unwrap_or(0);
+                if size > 0
+                    && let Some(pid) = delivery_child()
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    return true;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            false
+        })
+    };
+    let line = "x".repeat(98);
+    let mut text = String::from("Subject: big\r\n\r\n");
+    for _ in 0..300_000 {
+        text.push_str(&line);
+        text.push_str("\r\n");
+    }
+    text.push_str("THE END");
+    send(&d, "rsmtpdtest1@example.org", &text);
+    let killed = watcher.join().unwrap();
+    d.wait_for_log("stat=Delivered", Duration::from_secs(60));
+    let content = std::fs::read(&mbox).unwrap();
+    let entries = content
+        .split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"From alice@example.org "))
+        .count();
+    assert_eq!(entries, 1, "killed={killed}");
+    assert!(content.ends_with(b"THE END\n\n"), "killed={killed}");
+    if killed && d.log().contains("cut back to") {
+        eprintln!("the kill landed mid-write and the partial entry was cut");
+    } else {
+        eprintln!("the kill landed outside the write (killed={killed})");
+    }
+}

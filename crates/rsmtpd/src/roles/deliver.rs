@@ -108,7 +108,7 @@ fn run() -> Result<(), String> {
         .open("/dev/null")
         .map_err(|e| e.to_string())?;
     nix::unistd::dup2_stdout(&null).map_err(|e| e.to_string())?;
-    let mut link: BlockingChannel<Vec<Outcome>, Request> =
+    let mut link: BlockingChannel<Report, Request> =
         BlockingChannel::from_fd(sock).map_err(|e| e.to_string())?;
     let (request, _) = link
         .recv()
@@ -119,12 +119,51 @@ fn run() -> Result<(), String> {
         .try_clone_to_owned()
         .map_err(|e| e.to_string())?;
     let mut message = BufReader::with_capacity(64 * 1024, File::from(message));
-    let outcomes = deliver(&request, &mut message);
-    link.send(&outcomes, Vec::new()).map_err(|e| e.to_string())
+    let mut sent = Ok(());
+    let outcomes = deliver(&request, &mut message, &mut |offset| {
+        sent = link.send(&Report::Writing { offset }, Vec::new());
+    });
+    // Without the parent knowing the offset, writing on would be unsafe;
+    // but the entry is written by now: report the outcome regardless.
+    drop(sent);
+    link.send(&Report::Done(outcomes), Vec::new())
+        .map_err(|e| e.to_string())
+}
+
+/// What the child tells the parent, in order: at most one `Writing`, then
+/// `Done`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Report {
+    /// An mbox or file entry starts at `offset` and is being written: if
+    /// this process dies before `Done`, the parent cuts the file back.
+    Writing { offset: u64 },
+    /// One outcome per recipient, in the request's order.
+    Done(Vec<Outcome>),
+}
+
+/// Append to an mbox-format file, telling `report` where the entry starts.
+fn append_mbox(
+    request: &Request,
+    path: &std::path::Path,
+    message: &mut BufReader<File>,
+    report: &mut dyn FnMut(u64),
+) -> Outcome {
+    let facts = mbox::Facts {
+        sender: &request.sender,
+        recipient: &request.recipient,
+        created: request.created,
+    };
+    let policy = mbox::LockPolicy::default();
+    let result = mbox::deliver_reporting(path, &facts, message, &policy, report);
+    outcome(result, |e| (e.class(), e.status(), e.to_string()))
 }
 
 /// One outcome per recipient: every method but LMTP has exactly one.
-fn deliver(request: &Request, message: &mut BufReader<File>) -> Vec<Outcome> {
+fn deliver(
+    request: &Request,
+    message: &mut BufReader<File>,
+    report: &mut dyn FnMut(u64),
+) -> Vec<Outcome> {
     let one = match &request.method {
         Method::Maildir { path, junk } => {
             let result = maildir::deliver(
@@ -146,15 +185,7 @@ fn deliver(request: &Request, message: &mut BufReader<File>) -> Vec<Outcome> {
                 (e.class(), e.status(), e.to_string())
             })
         }
-        Method::Mbox { path } => {
-            let facts = mbox::Facts {
-                sender: &request.sender,
-                recipient: &request.recipient,
-                created: request.created,
-            };
-            let result = mbox::deliver(path, &facts, message);
-            outcome(result, |e| (e.class(), e.status(), e.to_string()))
-        }
+        Method::Mbox { path } => append_mbox(request, path, message, report),
         Method::Mda { command } => {
             let result = run_mda(request, command, message);
             outcome(result, |e| (e.class(), e.status(), e.to_string()))
@@ -171,13 +202,7 @@ fn deliver(request: &Request, message: &mut BufReader<File>) -> Vec<Outcome> {
                     text: format!("{}: {e}", path.display()),
                 }];
             }
-            let facts = mbox::Facts {
-                sender: &request.sender,
-                recipient: &request.recipient,
-                created: request.created,
-            };
-            let result = mbox::deliver(path, &facts, message);
-            outcome(result, |e| (e.class(), e.status(), e.to_string()))
+            append_mbox(request, path, message, report)
         }
     };
     vec![one]

@@ -713,27 +713,69 @@ impl DeliveryContext {
             Err(e) => return all(format!("cannot start the delivery: {e}")),
         };
         drop(cmd);
+        // Where an mbox entry started, once the child says it is writing.
+        let mut writing: Option<u64> = None;
         let result = tokio::time::timeout(DELIVERY_TIMEOUT, async {
-            let mut link: Channel<deliver::Request, Vec<Outcome>> = Channel::from_fd(mine)?;
+            let mut link: Channel<deliver::Request, deliver::Report> = Channel::from_fd(mine)?;
             link.send(request, Vec::new()).await?;
-            link.recv().await
+            loop {
+                match link.recv().await? {
+                    Some((deliver::Report::Writing { offset }, _)) => writing = Some(offset),
+                    Some((deliver::Report::Done(outcomes), _)) => {
+                        return Ok::<_, rsmtpd_ipc::IpcError>(Some(outcomes));
+                    }
+                    None => return Ok(None),
+                }
+            }
         })
         .await;
-        let outcomes = match result {
-            Ok(Ok(Some((outcomes, _)))) if outcomes.len() == expected => outcomes,
-            Ok(Ok(Some((outcomes, _)))) => all(format!(
+        let outcomes: Result<Vec<Outcome>, String> = match result {
+            Ok(Ok(Some(outcomes))) if outcomes.len() == expected => Ok(outcomes),
+            Ok(Ok(Some(outcomes))) => Err(format!(
                 "the delivery process answered for {} of {expected} recipients",
                 outcomes.len()
             )),
-            Ok(Ok(None)) => all("the delivery process exited without an answer".into()),
-            Ok(Err(e)) => all(format!("delivery process: {e}")),
+            Ok(Ok(None)) => Err("the delivery process exited without an answer".into()),
+            Ok(Err(e)) => Err(format!("delivery process: {e}")),
             Err(_) => {
                 let _ = child.kill().await;
-                all("delivery timed out".into())
+                Err("delivery timed out".into())
             }
         };
         let _ = child.wait().await;
-        outcomes
+        match outcomes {
+            Ok(outcomes) => outcomes,
+            Err(text) => {
+                // A child that died while appending left a partial entry:
+                // cut it off now, before anyone appends after it.
+                if let (Some(offset), Method::Mbox { path } | Method::File { path }) =
+                    (writing, &request.method)
+                {
+                    repair_mailbox(path, offset).await;
+                }
+                all(text)
+            }
+        }
+    }
+}
+
+/// Cut `path` back to `offset` after its writer died (as root, under the
+/// fcntl lock; see rsmtpd_delivery::mbox::repair).
+async fn repair_mailbox(path: &Path, offset: u64) {
+    let owned = path.to_path_buf();
+    let result =
+        tokio::task::spawn_blocking(move || rsmtpd_delivery::mbox::repair(&owned, offset)).await;
+    match result {
+        Ok(Ok(true)) => log_warn!(
+            "delivery: {}: a delivery died while writing; cut back to {offset} bytes",
+            visible(&path.display().to_string())
+        ),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => log_error!(
+            "delivery: {}: cannot cut back a partial entry: {e}",
+            visible(&path.display().to_string())
+        ),
+        Err(e) => log_error!("delivery: repair task: {e}"),
     }
 }
 
