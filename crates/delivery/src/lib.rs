@@ -4,6 +4,7 @@
 //! [`Outcome`]. Nothing here runs as root and nothing here is given a path
 //! that came from the network without the caller having checked it.
 
+pub mod date;
 pub mod format;
 pub mod headers;
 pub mod lmtp;

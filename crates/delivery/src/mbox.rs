@@ -541,46 +541,7 @@ fn from_line(facts: &Facts<'_>) -> String {
             })
             .collect()
     };
-    format!("From {sender} {}\n", asctime(facts.created))
-}
-
-/// `Www Mmm dd hh:mm:ss yyyy` as ctime(3) writes it (day padded with a
-/// space). In UTC: the child runs with a clean environment (no `TZ`), and
-/// readers use this date only for display and sorting.
-fn asctime(unix: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = unix / 86_400;
-    let secs = unix % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    let weekday = DAYS.get((days % 7) as usize).copied().unwrap_or("???");
-    let month = MONTHS
-        .get(month.saturating_sub(1) as usize)
-        .copied()
-        .unwrap_or("???");
-    format!(
-        "{weekday} {month} {day:>2} {:02}:{:02}:{:02} {year}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic
-/// Gregorian (H. Hinnant's algorithm, for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    format!("From {sender} {}\n", crate::date::asctime(facts.created))
 }
 
 /// Streams message bytes into mbox form: CRLF becomes LF (a bare CR stays),
@@ -1008,14 +969,6 @@ mod tests {
         assert_eq!(out.len(), 100_001 + 8);
         assert!(out.starts_with(&[b'>'; 100_001]));
         assert!(out.ends_with(b">From x\n\n"));
-    }
-
-    #[test]
-    fn asctime_matches_ctime() {
-        assert_eq!(asctime(0), "Thu Jan  1 00:00:00 1970");
-        assert_eq!(asctime(1_700_000_000), "Tue Nov 14 22:13:20 2023");
-        assert_eq!(asctime(1_699_000_000), "Fri Nov  3 08:26:40 2023");
-        assert_eq!(asctime(951_782_400), "Tue Feb 29 00:00:00 2000");
     }
 
     #[test]
