@@ -30,16 +30,18 @@ pub enum Role {
     Queue,
     Scheduler,
     Lookup,
+    Mta,
     Control,
 }
 
 impl Role {
     /// The roles the parent starts, each as its own process.
-    pub const CHILDREN: [Role; 5] = [
+    pub const CHILDREN: [Role; 6] = [
         Role::Smtp,
         Role::Queue,
         Role::Scheduler,
         Role::Lookup,
+        Role::Mta,
         Role::Control,
     ];
 
@@ -50,6 +52,7 @@ impl Role {
             Role::Queue => "queue",
             Role::Scheduler => "scheduler",
             Role::Lookup => "lookup",
+            Role::Mta => "mta",
             Role::Control => "control",
         }
     }
@@ -342,4 +345,46 @@ mod tests {
         }
         assert_eq!(Role::from_name("parent"), None);
     }
+}
+
+// --------------------------------------------------------------- queue <-> mta
+
+/// One recipient of a relayed transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRcpt {
+    pub evpid: u64,
+    /// The address to send RCPT TO for.
+    pub dest: String,
+}
+
+/// A message to hand to another server: one transaction, recipients of one
+/// domain and one action. Carries one fd: the message, read-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRequest {
+    pub id: u64,
+    /// The relay action, looked up in the current configuration.
+    pub action: String,
+    /// MAIL FROM, empty for the null sender.
+    pub sender: String,
+    /// The recipients' domain (the route is chosen for it).
+    pub domain: String,
+    pub recipients: Vec<RelayRcpt>,
+    pub body_8bit: bool,
+    pub smtputf8: bool,
+    /// The message size, for SIZE=.
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueToMta {
+    Relay(Box<RelayRequest>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MtaToQueue {
+    /// One outcome per recipient of request `id`.
+    Done {
+        id: u64,
+        outcomes: Vec<(u64, Outcome)>,
+    },
 }

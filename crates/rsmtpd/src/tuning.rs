@@ -17,6 +17,11 @@ pub struct Tuning {
     pub retry_base_local: u64,
     /// `RSMTPD_RETRY_BASE_RELAY`: first retry of a relayed one.
     pub retry_base_relay: u64,
+    /// `RSMTPD_RESOLVER` (ip:port): the nameserver the mta asks instead of
+    /// /etc/resolv.conf's.
+    pub resolver: Option<std::net::SocketAddr>,
+    /// `RSMTPD_MX_PORT`: the port of MX deliveries instead of 25.
+    pub mx_port: u16,
 }
 
 impl Default for Tuning {
@@ -28,6 +33,8 @@ impl Default for Tuning {
             // OpenSMTPD's ramqueue backoff bases.
             retry_base_local: 10,
             retry_base_relay: 400,
+            resolver: None,
+            mx_port: 25,
         }
     }
 }
@@ -50,6 +57,11 @@ impl Tuning {
             data_window: secs("RSMTPD_SMTP_DATA_WINDOW").map_or(d.data_window, Duration::from_secs),
             retry_base_local: secs("RSMTPD_RETRY_BASE_LOCAL").unwrap_or(d.retry_base_local),
             retry_base_relay: secs("RSMTPD_RETRY_BASE_RELAY").unwrap_or(d.retry_base_relay),
+            resolver: get("RSMTPD_RESOLVER").and_then(|v| v.trim().parse().ok()),
+            mx_port: get("RSMTPD_MX_PORT")
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|p| *p > 0)
+                .unwrap_or(d.mx_port),
         }
     }
 }

@@ -223,12 +223,13 @@ fn each_process_runs_as_its_user_in_its_chroot() {
     let names: Vec<&str> = roles.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["control", "lookup", "queue", "scheduler", "smtp"],
+        ["control", "lookup", "mta", "queue", "scheduler", "smtp"],
         "child roles"
     );
-    let expect: [(&str, &Account, PathBuf); 5] = [
+    let expect: [(&str, &Account, PathBuf); 6] = [
         ("smtp", &smtpd_user, PathBuf::from("/var/empty")),
         ("scheduler", &smtpd_user, PathBuf::from("/var/empty")),
+        ("mta", &smtpd_user, PathBuf::from("/var/empty")),
         ("queue", &queue_user, spool),
         ("lookup", &smtpd_user, PathBuf::from("/")),
         ("control", &smtpd_user, PathBuf::from("/")),
@@ -476,8 +477,8 @@ fn started_by_a_user_everything_runs_as_that_user() {
     let mut pids = descendants(parent);
     assert_eq!(
         pids.iter().filter(|p| role_of(**p).is_some()).count(),
-        5,
-        "five child roles"
+        6,
+        "six child roles"
     );
     pids.push(parent);
     for pid in pids {

@@ -15,6 +15,7 @@ pub mod control;
 pub mod deliver;
 pub mod forward;
 pub mod lookup;
+pub mod mta;
 pub mod parent;
 pub mod queue;
 pub mod scheduler;
@@ -119,6 +120,7 @@ fn start_child(role: Role) -> Result<(), RoleError> {
         Role::Queue => queue::run(*start, parent, received),
         Role::Scheduler => scheduler::run(*start, parent, received),
         Role::Lookup => lookup::run(*start, parent, received),
+        Role::Mta => mta::run(*start, parent, received),
         Role::Control => control::run(*start, parent, received),
         Role::Parent => Err(RoleError::Setup("the parent is not a child role".into())),
     }
@@ -136,7 +138,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, RoleError> {
 pub fn privileges(role: Role, start: &Start) -> privsep::Drop {
     let empty = || Some(std::path::PathBuf::from(privsep::EMPTY_DIR));
     match role {
-        Role::Smtp | Role::Scheduler => privsep::Drop {
+        Role::Smtp | Role::Scheduler | Role::Mta => privsep::Drop {
             user: privsep::SMTPD_USER,
             chroot: empty(),
         },

@@ -37,11 +37,12 @@ use crate::{log_error, log_info, log_warn};
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The pairs of child roles that talk directly.
-const LINKS: [(Role, Role); 4] = [
+const LINKS: [(Role, Role); 5] = [
     (Role::Smtp, Role::Queue),
     (Role::Smtp, Role::Lookup),
     (Role::Queue, Role::Scheduler),
     (Role::Queue, Role::Lookup),
+    (Role::Queue, Role::Mta),
 ];
 
 #[derive(Debug, thiserror::Error)]

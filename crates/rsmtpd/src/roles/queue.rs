@@ -22,9 +22,9 @@ use tokio::sync::mpsc;
 use crate::clock::now;
 use crate::dsn;
 use crate::links::{
-    ChildToParent, FromLookup, LocalDelivery, LocalRecipient, Outcome, ParentToChild, Planned,
-    QueueToScheduler, QueueToSmtp, Role, RouteAnswer, RouteQuery, Schedule, SchedulerToQueue,
-    SessionFacts, SmtpToQueue, Start, Submission, ToLookup,
+    ChildToParent, FromLookup, LocalDelivery, LocalRecipient, MtaToQueue, Outcome, ParentToChild,
+    Planned, QueueToMta, QueueToScheduler, QueueToSmtp, RelayRcpt, RelayRequest, Role, RouteAnswer,
+    RouteQuery, Schedule, SchedulerToQueue, SessionFacts, SmtpToQueue, Start, Submission, ToLookup,
 };
 use crate::logging::visible;
 use crate::roles::{ParentLink, Received, RoleError, writer};
@@ -34,6 +34,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
     let smtp = fds.link(Role::Smtp)?;
     let scheduler = fds.link(Role::Scheduler)?;
     let lookup = fds.link(Role::Lookup)?;
+    let mta = fds.link(Role::Mta)?;
     // /dev/urandom lives outside the chroot.
     let rng = Urandom::open().map_err(|e| RoleError::Setup(format!("/dev/urandom: {e}")))?;
     let drop = super::privileges(Role::Queue, &start);
@@ -70,6 +71,8 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         let (sched_tx, sched_rx) = sched.split();
         let lookup: Channel<ToLookup, FromLookup> = Channel::from_fd(lookup)?;
         let (lookup_tx, lookup_rx) = lookup.split();
+        let mta: Channel<QueueToMta, MtaToQueue> = Channel::from_fd(mta)?;
+        let (mta_tx, mta_rx) = mta.split();
         super::reader(Role::Parent, parent_rx, events_tx.clone(), |m, _| {
             Event::Parent(m)
         });
@@ -82,6 +85,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         super::reader(Role::Lookup, lookup_rx, events_tx.clone(), |m, _| {
             Event::Lookup(m)
         });
+        super::reader(Role::Mta, mta_rx, events_tx.clone(), |m, _| Event::Mta(m));
         let spool = Arc::new(spool);
         let mut queue = Queue {
             config: start.config,
@@ -94,6 +98,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             smtp: writer(smtp_tx),
             scheduler: writer(sched_tx),
             lookup: writer(lookup_tx),
+            mta: writer(mta_tx),
         };
         queue.resume(report.envelopes);
         queue.run(events).await
@@ -106,6 +111,7 @@ enum Event {
     Smtp(SmtpToQueue),
     Scheduler(SchedulerToQueue),
     Lookup(FromLookup),
+    Mta(MtaToQueue),
     /// A commit finished on a blocking thread.
     Committed {
         id: u64,
@@ -125,6 +131,9 @@ impl super::LinkEvent for Event {
 /// The most recipients in one LMTP transaction: a bound on the request
 /// and on what one failed session sends back to retry.
 const MAX_LMTP_GROUP: usize = 100;
+
+/// Recipients in one relayed SMTP transaction: what every server takes.
+const MAX_RELAY_GROUP: usize = 100;
 
 type Out<T> = mpsc::UnboundedSender<(T, Vec<OwnedFd>)>;
 
@@ -147,6 +156,7 @@ struct Queue {
     smtp: Out<QueueToSmtp>,
     scheduler: Out<QueueToScheduler>,
     lookup: Out<ToLookup>,
+    mta: Out<QueueToMta>,
 }
 
 fn schedule_of(e: &Envelope) -> Schedule {
@@ -179,6 +189,11 @@ impl Queue {
                 Event::Scheduler(SchedulerToQueue::Deliver { evpids }) => self.deliver(&evpids),
                 Event::Scheduler(SchedulerToQueue::Expire { evpid }) => self.expire(evpid),
                 Event::Lookup(FromLookup::Route { id, answer }) => self.bounce_routed(id, answer),
+                Event::Mta(MtaToQueue::Done { outcomes, .. }) => {
+                    for (evpid, outcome) in outcomes {
+                        self.delivered(evpid, outcome);
+                    }
+                }
                 Event::Committed { id, msgid, result } => self.committed(id, msgid, result),
             }
         }
@@ -396,6 +411,9 @@ impl Queue {
     fn deliver(&mut self, evpids: &[u64]) {
         let mut groups: Vec<Vec<u64>> = Vec::new();
         let mut open: HashMap<(MsgId, String, Sender), usize> = HashMap::new();
+        // Relay: one transaction per message, action, sender and domain.
+        let mut relays: Vec<Vec<u64>> = Vec::new();
+        let mut open_relays: HashMap<(MsgId, String, Sender, String), usize> = HashMap::new();
         for &evpid in evpids {
             let Some(e) = self.envelopes.get(&evpid) else {
                 let _ = self
@@ -404,15 +422,23 @@ impl Queue {
                 continue;
             };
             if e.dispatcher == Dispatcher::Relay {
-                // Relaying arrives with the mta role; until then relay mail
-                // waits in the queue and expires like any undeliverable mail.
-                self.delivered(
-                    evpid,
-                    Outcome::Temporary {
-                        status: "4.3.2".into(),
-                        text: "relaying is not available yet".into(),
-                    },
-                );
+                let domain = e
+                    .dest
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.to_ascii_lowercase())
+                    .unwrap_or_default();
+                let key = (e.msgid(), e.action.clone(), e.sender.clone(), domain);
+                match open_relays.get(&key) {
+                    Some(&i) if relays.get(i).is_some_and(|g| g.len() < MAX_RELAY_GROUP) => {
+                        if let Some(g) = relays.get_mut(i) {
+                            g.push(evpid);
+                        }
+                    }
+                    _ => {
+                        open_relays.insert(key, relays.len());
+                        relays.push(vec![evpid]);
+                    }
+                }
                 continue;
             }
             // A file or command target replaces the action's method.
@@ -432,6 +458,72 @@ impl Queue {
         for group in groups {
             self.deliver_group(&group);
         }
+        for group in relays {
+            self.relay_group(&group);
+        }
+    }
+
+    /// One transaction's worth of relay envelopes to the mta.
+    fn relay_group(&mut self, group: &[u64]) {
+        let id = self.id();
+        let Some(first) = group.first().and_then(|id| self.envelopes.get(id)) else {
+            return;
+        };
+        let opened = self.spool.open_message(first.msgid()).and_then(|f| {
+            let size =
+                f.metadata()
+                    .map(|m| m.len())
+                    .map_err(|source| rsmtpd_queue::SpoolError::Io {
+                        op: "stat",
+                        path: std::path::PathBuf::from(first.msgid().to_string()),
+                        source,
+                    })?;
+            Ok((f, size))
+        });
+        let (file, size) = match opened {
+            Ok(v) => v,
+            Err(err) => {
+                log_warn!("queue: envelope {}: cannot open message: {err}", first.id);
+                for &evpid in group {
+                    self.delivered(
+                        evpid,
+                        Outcome::Temporary {
+                            status: "4.3.0".into(),
+                            text: "queue error".into(),
+                        },
+                    );
+                }
+                return;
+            }
+        };
+        let request = RelayRequest {
+            id,
+            action: first.action.clone(),
+            sender: match &first.sender {
+                Sender::Null => String::new(),
+                Sender::Address(a) => a.clone(),
+            },
+            domain: first
+                .dest
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_ascii_lowercase())
+                .unwrap_or_default(),
+            recipients: group
+                .iter()
+                .filter_map(|id| self.envelopes.get(id))
+                .map(|e| RelayRcpt {
+                    evpid: e.id.get(),
+                    dest: e.dest.clone(),
+                })
+                .collect(),
+            body_8bit: first.body != BodyType::SevenBit,
+            smtputf8: first.smtputf8,
+            size,
+        };
+        let _ = self.mta.send((
+            QueueToMta::Relay(Box::new(request)),
+            vec![OwnedFd::from(file)],
+        ));
     }
 
     /// Whether `action` delivers over LMTP, in the current configuration.

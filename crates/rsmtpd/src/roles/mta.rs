@@ -1,0 +1,432 @@
+//! The mta role: outbound SMTP. For each transaction the queue hands over
+//! (recipients of one domain and action, and the message's fd), it routes
+//! (smarthost, `domain <table>` or MX), connects to each candidate in turn
+//! and drives the sans-IO client session, then reports one outcome per
+//! recipient. As root it is `_smtpd` in an empty chroot; the resolver's
+//! configuration and the tables are read before the chroot.
+//!
+//! TLS is not spoken yet: opportunistic STARTTLS is not attempted, and a
+//! route that requires TLS fails temporarily (the TLS issue adds it).
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsmtpd_config::model::{Config, Dispatcher};
+use rsmtpd_ipc::Channel;
+use rsmtpd_mta::resolve::{Hop, Resolver};
+use rsmtpd_mta::route::{self, Protocol, TlsMode, XorShift};
+use rsmtpd_smtp_proto::address::{Charset, Domain, ForwardPath, ReversePath};
+use rsmtpd_smtp_proto::client::{
+    ClientConfig, ClientSession, Envelope, Event, Mode, RecipientOutcome,
+};
+use rsmtpd_smtp_proto::command::{Body, MailParams, RcptParams};
+use rsmtpd_smtp_proto::reply::Reply;
+use rsmtpd_smtp_proto::server::Recipient;
+use rsmtpd_table::Table;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, Semaphore, mpsc};
+
+use crate::links::{MtaToQueue, Outcome, QueueToMta, RelayRequest, Role, Start};
+use crate::logging::visible;
+use crate::roles::{ParentLink, Received, RoleError, writer};
+use crate::{log_info, log_warn};
+
+/// Transactions under way at once.
+const MAX_SESSIONS: usize = 100;
+/// Connecting to one address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Waiting for any one reply (RFC 5321 4.5.3.2 asks for minutes; the
+/// longest, after the final dot, is 10).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<(), RoleError> {
+    let queue = fds.link(Role::Queue)?;
+    // Everything read from the filesystem is read before the chroot.
+    let tables = rsmtpd_config::ruleset::open_tables(&start.config)
+        .map_err(|e| RoleError::Setup(e.to_string()))?;
+    let resolver = match start.tuning.resolver {
+        Some(addr) => Resolver::with_nameserver(addr),
+        None => Resolver::system(),
+    }
+    .map_err(|e| RoleError::Setup(format!("resolver: {e}")))?;
+    let rng = XorShift::from_entropy();
+    crate::privsep::apply(start.mode, &super::privileges(Role::Mta, &start))?;
+    super::ready(&mut parent)?;
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        super::ignore_interrupts()?;
+        let parent = parent.into_async()?;
+        let queue: Channel<MtaToQueue, QueueToMta> = Channel::from_fd(queue)?;
+        let (queue_tx, mut queue_rx) = queue.split();
+        let answers = writer(queue_tx);
+        let mta = Arc::new(Mta {
+            own_names: vec![start.config.hostname.clone()],
+            config: start.config,
+            tables,
+            resolver,
+            rng: Mutex::new(rng),
+            mx_port: start.tuning.mx_port,
+            slots: Semaphore::new(MAX_SESSIONS),
+        });
+        let (done_tx, mut done) = mpsc::unbounded_channel::<()>();
+        let serve = async {
+            while let Some((msg, mut fds)) = queue_rx.recv().await? {
+                let QueueToMta::Relay(request) = msg;
+                let Some(message) = fds.pop() else {
+                    log_warn!("mta: relay request without a message");
+                    continue;
+                };
+                let mta = mta.clone();
+                let answers = answers.clone();
+                let done_tx = done_tx.clone();
+                tokio::spawn(async move {
+                    let outcomes = mta.relay(&request, message).await;
+                    let _ = answers.send((
+                        MtaToQueue::Done {
+                            id: request.id,
+                            outcomes,
+                        },
+                        Vec::new(),
+                    ));
+                    drop(done_tx);
+                });
+            }
+            Ok::<(), RoleError>(())
+        };
+        tokio::select! {
+            r = serve => r,
+            r = super::wait_for_shutdown(parent) => r,
+        }?;
+        drop(done_tx);
+        // Let transactions under way finish their current step (bounded).
+        let _ = tokio::time::timeout(Duration::from_secs(5), done.recv()).await;
+        Ok(())
+    })
+}
+
+struct Mta {
+    config: Config,
+    tables: Vec<Table>,
+    resolver: Resolver,
+    rng: Mutex<XorShift>,
+    own_names: Vec<String>,
+    mx_port: u16,
+    slots: Semaphore,
+}
+
+/// How one attempt at one address ended.
+enum Attempt {
+    /// Every recipient has its outcome.
+    Done(Vec<Outcome>),
+    /// Nothing was decided (could not connect, 4xx greeting, the session
+    /// broke before any recipient): try the next address.
+    Next(String),
+}
+
+impl Mta {
+    async fn relay(&self, req: &RelayRequest, message: OwnedFd) -> Vec<(u64, Outcome)> {
+        let all = |outcome: Outcome| {
+            req.recipients
+                .iter()
+                .map(|r| (r.evpid, outcome.clone()))
+                .collect::<Vec<_>>()
+        };
+        let Ok(_slot) = self.slots.acquire().await else {
+            return all(temporary("4.3.0", "shutting down"));
+        };
+        let outcomes = match self.try_relay(req, message).await {
+            Ok(outcomes) => outcomes,
+            Err(outcome) => vec![outcome; req.recipients.len()],
+        };
+        for (r, o) in req.recipients.iter().zip(&outcomes) {
+            let (result, stat) = match o {
+                Outcome::Ok => ("Ok", "Delivered".to_string()),
+                Outcome::Temporary { text, .. } => ("TempFail", text.clone()),
+                Outcome::Permanent { text, .. } => ("PermFail", text.clone()),
+            };
+            log_info!(
+                "relay: {result} for {:016x}: from=<{}>, to=<{}>, stat={}",
+                r.evpid,
+                visible(&req.sender),
+                visible(&r.dest),
+                visible(&stat)
+            );
+        }
+        req.recipients
+            .iter()
+            .map(|r| r.evpid)
+            .zip(outcomes)
+            .collect()
+    }
+
+    async fn try_relay(
+        &self,
+        req: &RelayRequest,
+        message: OwnedFd,
+    ) -> Result<Vec<Outcome>, Outcome> {
+        let action = self
+            .config
+            .actions
+            .iter()
+            .find(|a| a.name == req.action)
+            .ok_or_else(|| temporary("4.3.0", &format!("no action named {:?}", req.action)))?;
+        let Dispatcher::Relay(dispatcher) = &action.dispatcher else {
+            return Err(temporary("4.3.0", "not a relay action"));
+        };
+        let plan = route::plan(dispatcher, &req.domain, self.mx_port, |id| {
+            self.tables.get(id.0)
+        })
+        .map_err(route_failure)?;
+        let hops = {
+            let mut rng = self.rng.lock().await;
+            self.resolver
+                .route(&plan, &self.own_names, &mut *rng)
+                .await
+                .map_err(route_failure)?
+        };
+        let envelope = envelope(req)?;
+        let mut file = tokio::fs::File::from_std(std::fs::File::from(message));
+        let mut last = String::from("no route");
+        for hop in &hops {
+            if matches!(hop.target.tls, TlsMode::Starttls | TlsMode::Implicit) {
+                last = format!("{}: TLS is required and not available yet", hop.target.host);
+                continue;
+            }
+            for addr in &hop.addrs {
+                let at = SocketAddr::new(*addr, hop.target.port);
+                match self.attempt(hop, at, &envelope, &mut file).await {
+                    Attempt::Done(outcomes) => return Ok(outcomes),
+                    Attempt::Next(why) => {
+                        log_info!("relay: {}: {}", at, visible(&why));
+                        last = format!("{} [{at}]: {why}", hop.target.host);
+                    }
+                }
+            }
+        }
+        Err(temporary("4.4.1", &last))
+    }
+
+    /// One connection, one transaction.
+    async fn attempt(
+        &self,
+        hop: &Hop,
+        at: SocketAddr,
+        envelope: &Envelope,
+        file: &mut tokio::fs::File,
+    ) -> Attempt {
+        let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(at)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Attempt::Next(format!("connect: {e}")),
+            Err(_) => return Attempt::Next("connect: timed out".into()),
+        };
+        let Ok(helo) = Domain::parse_helo(&self.config.hostname) else {
+            return Attempt::Next("our host name is not a valid HELO name".into());
+        };
+        let mode = match hop.target.protocol {
+            Protocol::Smtp => Mode::Smtp,
+            Protocol::Lmtp => Mode::Lmtp,
+        };
+        let mut s = ClientSession::new(ClientConfig { mode, helo });
+        let count = envelope.recipients().len();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
+        let mut sent = false;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut body = vec![0u8; 16 * 1024];
+        if let Err(e) = tokio::io::AsyncSeekExt::rewind(file).await {
+            return Attempt::Next(format!("message: {e}"));
+        }
+        // Bounded: every turn reads or writes something, and each read has
+        // a timeout.
+        loop {
+            while let Some(event) = s.poll() {
+                match event {
+                    Event::Ready if !sent => {
+                        sent = true;
+                        if let Err(e) = s.send_mail(envelope) {
+                            let status = e.status().unwrap_or("5.3.4");
+                            let outcome = Outcome::Permanent {
+                                status: status.into(),
+                                text: e.to_string(),
+                            };
+                            return Attempt::Done(vec![outcome; count]);
+                        }
+                    }
+                    Event::Ready => {
+                        let _ = s.quit();
+                    }
+                    Event::TlsReady => {}
+                    Event::SendBody => {
+                        if let Err(why) = send_body(&mut s, &mut stream, file, &mut body).await {
+                            return Attempt::Next(why);
+                        }
+                    }
+                    Event::Recipient { index, outcome } => {
+                        if let Some(slot) = outcomes.get_mut(index) {
+                            *slot = Some(recipient_outcome(&outcome));
+                        }
+                    }
+                    // One transaction per connection for now: say goodbye.
+                    Event::TransactionDone(_) => {
+                        let _ = s.quit();
+                    }
+                    Event::Closed => return finish(outcomes, "the server closed the connection"),
+                    Event::Failed(e) => {
+                        if outcomes.iter().all(Option::is_none) {
+                            return Attempt::Next(e.to_string());
+                        }
+                        return finish(outcomes, &e.to_string());
+                    }
+                }
+            }
+            let out = s.take_output();
+            if !out.is_empty() && stream.write_all(&out).await.is_err() {
+                return finish_or_next(outcomes, "the connection broke while writing");
+            }
+            if outcomes.iter().all(Option::is_some) && s.is_done() {
+                return finish(outcomes, "");
+            }
+            match tokio::time::timeout(REPLY_TIMEOUT, stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    s.closed();
+                }
+                Ok(Ok(n)) => {
+                    let mut chunk = buf.get(..n).unwrap_or_default();
+                    while !chunk.is_empty() {
+                        let taken = s.feed(chunk);
+                        if taken == 0 {
+                            break;
+                        }
+                        chunk = chunk.get(taken..).unwrap_or_default();
+                    }
+                }
+                Err(_) => return finish_or_next(outcomes, "the server did not answer in time"),
+            }
+        }
+    }
+}
+
+/// Write the message through the session's dot-stuffing, then the final
+/// dot, sending output as it fills.
+async fn send_body(
+    s: &mut ClientSession,
+    stream: &mut TcpStream,
+    file: &mut tokio::fs::File,
+    buf: &mut [u8],
+) -> Result<(), String> {
+    loop {
+        let n = file.read(buf).await.map_err(|e| format!("message: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        let mut chunk = buf.get(..n).unwrap_or_default();
+        while !chunk.is_empty() {
+            let taken = s.write_body(chunk).map_err(|e| e.to_string())?;
+            let out = s.take_output();
+            stream
+                .write_all(&out)
+                .await
+                .map_err(|e| format!("writing: {e}"))?;
+            chunk = chunk.get(taken..).unwrap_or_default();
+        }
+    }
+    s.end_body().map_err(|e| e.to_string())
+}
+
+/// Every recipient without an outcome yet fails temporarily with `why`.
+fn finish(outcomes: Vec<Option<Outcome>>, why: &str) -> Attempt {
+    Attempt::Done(
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| temporary("4.4.2", why)))
+            .collect(),
+    )
+}
+
+/// Before any recipient was decided, another address may do better.
+fn finish_or_next(outcomes: Vec<Option<Outcome>>, why: &str) -> Attempt {
+    if outcomes.iter().all(Option::is_none) {
+        Attempt::Next(why.to_owned())
+    } else {
+        finish(outcomes, why)
+    }
+}
+
+fn recipient_outcome(outcome: &RecipientOutcome) -> Outcome {
+    let (reply, permanent) = match outcome {
+        RecipientOutcome::Accepted(_) => return Outcome::Ok,
+        RecipientOutcome::Temporary(r) => (r, false),
+        RecipientOutcome::Permanent(r) => (r, true),
+    };
+    let status = status_of(reply, permanent);
+    let text = format!("{} {}", reply.code(), reply.safe_text());
+    if permanent {
+        Outcome::Permanent { status, text }
+    } else {
+        Outcome::Temporary { status, text }
+    }
+}
+
+/// The reply's enhanced status, or the generic one of its class.
+fn status_of(reply: &Reply, permanent: bool) -> String {
+    match reply.enhanced() {
+        Some(code) => code.to_string(),
+        None if permanent => "5.0.0".into(),
+        None => "4.0.0".into(),
+    }
+}
+
+fn temporary(status: &str, text: &str) -> Outcome {
+    Outcome::Temporary {
+        status: status.into(),
+        text: text.into(),
+    }
+}
+
+fn route_failure(e: route::RouteError) -> Outcome {
+    let text = e.to_string();
+    if e.is_permanent() {
+        Outcome::Permanent {
+            status: e.status().into(),
+            text,
+        }
+    } else {
+        Outcome::Temporary {
+            status: e.status().into(),
+            text,
+        }
+    }
+}
+
+/// The client session's envelope from the queue's request.
+fn envelope(req: &RelayRequest) -> Result<Envelope, Outcome> {
+    let permanent = |text: String| Outcome::Permanent {
+        status: "5.1.7".into(),
+        text,
+    };
+    let sender = ReversePath::parse(format!("<{}>", req.sender).as_bytes(), Charset::Utf8)
+        .map_err(|e| permanent(format!("sender: {e}")))?;
+    let mut recipients = Vec::with_capacity(req.recipients.len());
+    for r in &req.recipients {
+        let path =
+            ForwardPath::parse(format!("<{}>", r.dest).as_bytes(), Charset::Utf8).map_err(|e| {
+                Outcome::Permanent {
+                    status: "5.1.3".into(),
+                    text: format!("recipient: {e}"),
+                }
+            })?;
+        recipients.push(Recipient {
+            path,
+            params: RcptParams::default(),
+        });
+    }
+    let params = MailParams {
+        size: Some(req.size),
+        body: req.body_8bit.then_some(Body::EightBitMime),
+        smtputf8: req.smtputf8,
+        ..MailParams::default()
+    };
+    Envelope::new(sender, params, recipients).map_err(|e| temporary("4.3.0", &e.to_string()))
+}

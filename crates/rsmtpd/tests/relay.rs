@@ -1,0 +1,156 @@
+//! Relaying end to end: the daemon hands mail to other servers (scripted
+//! sinks on loopback), found through a smarthost URL or MX records from a
+//! test DNS server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::path::Path;
+use std::time::Duration;
+
+use rsmtpd_test_support::daemon::{Client, Daemon, Setup};
+use rsmtpd_test_support::dns::{DnsServer, Zone};
+use rsmtpd_test_support::sink::{Behaviour, Sink};
+
+fn smtpd() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_smtpd"))
+}
+
+fn send(d: &Daemon, from: &str, to: &[&str], body: &str) {
+    let mut c = Client::connect(d.addr());
+    c.cmd("EHLO client.example");
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+    for t in to {
+        let r = c.cmd(&format!("RCPT TO:<{t}>"));
+        assert!(r.starts_with("250"), "{t}: {r}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    let r = c.cmd(&format!("{body}\r\n."));
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    c.cmd("QUIT");
+}
+
+fn start(name: &str, action: &str, env: &[(&str, &str)]) -> Daemon {
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         action \"out\" relay {action}\n\
+         match from any for domain \"remote.example\" action \"out\"\n"
+    );
+    Daemon::start(
+        smtpd(),
+        &Setup {
+            name,
+            body: &body,
+            args: &[],
+            env,
+        },
+    )
+}
+
+#[test]
+fn a_smarthost_gets_the_message_in_one_transaction() {
+    let sink = Sink::start_on("127.0.0.3:0".parse().unwrap(), Behaviour::accept());
+    let d = start(
+        "relay-host",
+        &format!("host \"smtp://127.0.0.3:{}\"", sink.port()),
+        &[],
+    );
+    send(
+        &d,
+        "alice@example.org",
+        &["bob@remote.example", "carol@remote.example"],
+        "Subject: out\r\n\r\n.starts with a dot\r\nend",
+    );
+    let got = sink.wait_for_messages(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "log:\n{}", d.log());
+    let m = &got[0];
+    assert_eq!(m.mail_from, "alice@example.org");
+    let mut rcpts = m.rcpts.clone();
+    rcpts.sort();
+    assert_eq!(rcpts, vec!["bob@remote.example", "carol@remote.example"]);
+    let data = String::from_utf8_lossy(&m.data);
+    assert!(data.starts_with("Received: from client.example"), "{data}");
+    // The test client sent ".starts" unstuffed, so the stored line is
+    // "starts"; the relay stuffed nothing new.
+    assert!(
+        data.ends_with("Subject: out\r\n\r\nstarts with a dot\r\nend\r\n"),
+        "{data}"
+    );
+    d.wait_for_log("relay: Ok for ", Duration::from_secs(10));
+}
+
+#[test]
+fn mx_records_lead_to_the_preferred_host_then_the_next() {
+    // The preferred MX refuses connections (nothing listens on its port
+    // at 127.0.0.4); the second one takes the message.
+    let sink = Sink::start_on("127.0.0.5:0".parse().unwrap(), Behaviour::accept());
+    let dns = DnsServer::start(
+        Zone::new()
+            .mx("remote.example", 10, "mx1.remote.example")
+            .mx("remote.example", 20, "mx2.remote.example")
+            .a("mx1.remote.example", [127, 0, 0, 4])
+            .a("mx2.remote.example", [127, 0, 0, 5]),
+    );
+    let resolver = dns.addr().to_string();
+    let port = sink.port().to_string();
+    let d = start(
+        "relay-mx",
+        "",
+        &[("RSMTPD_RESOLVER", &resolver), ("RSMTPD_MX_PORT", &port)],
+    );
+    send(
+        &d,
+        "alice@example.org",
+        &["bob@remote.example"],
+        "Subject: mx\r\n\r\nvia mx",
+    );
+    let got = sink.wait_for_messages(1, Duration::from_secs(30));
+    assert_eq!(got.len(), 1, "log:\n{}", d.log());
+    assert_eq!(got[0].rcpts, vec!["bob@remote.example"]);
+    let log = d.log();
+    assert!(
+        log.contains("127.0.0.4"),
+        "the first MX was tried first:\n{log}"
+    );
+}
+
+#[test]
+fn a_5xx_recipient_bounces_and_a_null_mx_fails_at_once() {
+    let sink = Sink::start_on(
+        "127.0.0.6:0".parse().unwrap(),
+        Behaviour::accept().refuse_rcpt("nobody@remote.example"),
+    );
+    let d = start(
+        "relay-5xx",
+        &format!("host \"smtp://127.0.0.6:{}\"", sink.port()),
+        &[],
+    );
+    send(
+        &d,
+        "alice@example.org",
+        &["bob@remote.example", "nobody@remote.example"],
+        "Subject: mixed\r\n\r\nm",
+    );
+    let got = sink.wait_for_messages(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "log:\n{}", d.log());
+    assert_eq!(got[0].rcpts, vec!["bob@remote.example"]);
+    d.wait_for_log("relay: PermFail for ", Duration::from_secs(10));
+    // The bounce goes back to alice@example.org: no rule routes it here, so
+    // it is logged as unroutable rather than sent.
+    d.wait_for_log("bounce: ", Duration::from_secs(10));
+
+    let dns = DnsServer::start(Zone::new().null_mx("remote.example"));
+    let resolver = dns.addr().to_string();
+    let d = start("relay-nullmx", "", &[("RSMTPD_RESOLVER", &resolver)]);
+    send(
+        &d,
+        "alice@example.org",
+        &["bob@remote.example"],
+        "Subject: n\r\n\r\nn",
+    );
+    d.wait_for_log("relay: PermFail for ", Duration::from_secs(20));
+    assert!(
+        d.log().contains("5.1.10") || d.log().to_lowercase().contains("null mx"),
+        "{}",
+        d.log()
+    );
+}
