@@ -355,6 +355,21 @@ pub struct RelayRcpt {
     pub evpid: u64,
     /// The address to send RCPT TO for.
     pub dest: String,
+    /// DSN NOTIFY as received, passed on when the next server offers DSN.
+    pub notify: Option<Notify>,
+    /// DSN ORCPT as received (`addr-type`, decoded address).
+    pub orcpt: Option<(String, String)>,
+}
+
+/// DSN NOTIFY (RFC 3461): never, or some of success, failure, delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notify {
+    Never,
+    On {
+        success: bool,
+        failure: bool,
+        delay: bool,
+    },
 }
 
 /// A message to hand to another server: one transaction, recipients of one
@@ -373,6 +388,10 @@ pub struct RelayRequest {
     pub smtputf8: bool,
     /// The message size, for SIZE=.
     pub size: u64,
+    /// DSN RET: true for FULL, false for HDRS, absent when not given.
+    pub ret_full: Option<bool>,
+    /// DSN ENVID as received (decoded).
+    pub envid: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -154,3 +154,68 @@ fn a_5xx_recipient_bounces_and_a_null_mx_fails_at_once() {
         d.log()
     );
 }
+
+/// Send one message with DSN parameters through `d`.
+fn send_with_dsn(d: &Daemon) {
+    let mut c = Client::connect(d.addr());
+    c.cmd("EHLO client.example");
+    let r = c.cmd("MAIL FROM:<alice@example.org> RET=HDRS ENVID=QQ314159");
+    assert!(r.starts_with("250"), "{r}");
+    let r = c
+        .cmd("RCPT TO:<bob@remote.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Bob@remote.example");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c.cmd("Subject: dsn\r\n\r\nd\r\n.").starts_with("250 2.0.0"));
+    c.cmd("QUIT");
+}
+
+#[test]
+fn dsn_parameters_travel_on_when_the_next_server_offers_dsn() {
+    let sink = Sink::start_on(
+        "127.0.0.7:0".parse().unwrap(),
+        Behaviour::accept().dsn(true),
+    );
+    let d = start(
+        "relay-dsn",
+        &format!("host \"smtp://127.0.0.7:{}\"", sink.port()),
+        &[],
+    );
+    send_with_dsn(&d);
+    let got = sink.wait_for_messages(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "log:\n{}", d.log());
+    let m = &got[0];
+    assert!(
+        m.mail_params.iter().any(|p| p == "RET=HDRS"),
+        "{:?}",
+        m.mail_params
+    );
+    assert!(
+        m.mail_params.iter().any(|p| p == "ENVID=QQ314159"),
+        "{:?}",
+        m.mail_params
+    );
+    let rp = &m.rcpt_params[0];
+    assert!(rp.iter().any(|p| p == "NOTIFY=SUCCESS,FAILURE"), "{rp:?}");
+    assert!(
+        rp.iter().any(|p| p == "ORCPT=rfc822;Bob@remote.example"),
+        "{rp:?}"
+    );
+
+    // A server without DSN gets none of them.
+    let plain = Sink::start_on("127.0.0.8:0".parse().unwrap(), Behaviour::accept());
+    let d = start(
+        "relay-nodsn",
+        &format!("host \"smtp://127.0.0.8:{}\"", plain.port()),
+        &[],
+    );
+    send_with_dsn(&d);
+    let got = plain.wait_for_messages(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "log:\n{}", d.log());
+    assert!(
+        got[0]
+            .mail_params
+            .iter()
+            .all(|p| !p.starts_with("RET=") && !p.starts_with("ENVID="))
+    );
+    assert!(got[0].rcpt_params[0].is_empty(), "{:?}", got[0].rcpt_params);
+}

@@ -86,6 +86,16 @@ pub struct NotifyOn {
 }
 
 impl NotifyOn {
+    /// The conditions a client asks for when relaying; `None` if none is
+    /// set (NOTIFY needs at least one).
+    pub fn new(success: bool, failure: bool, delay: bool) -> Option<NotifyOn> {
+        (success || failure || delay).then_some(NotifyOn {
+            success,
+            failure,
+            delay,
+        })
+    }
+
     pub fn success(&self) -> bool {
         self.success
     }

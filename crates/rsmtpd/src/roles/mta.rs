@@ -17,11 +17,11 @@ use rsmtpd_config::model::{Config, Dispatcher};
 use rsmtpd_ipc::Channel;
 use rsmtpd_mta::resolve::{Hop, Resolver};
 use rsmtpd_mta::route::{self, Protocol, TlsMode, XorShift};
-use rsmtpd_smtp_proto::address::{Charset, Domain, ForwardPath, ReversePath};
+use rsmtpd_smtp_proto::address::{Charset, Domain, ForwardPath, ReversePath, XText};
 use rsmtpd_smtp_proto::client::{
     ClientConfig, ClientSession, Envelope, Event, Mode, RecipientOutcome,
 };
-use rsmtpd_smtp_proto::command::{Body, MailParams, RcptParams};
+use rsmtpd_smtp_proto::command::{Body, MailParams, NotifyOn, Orcpt, RcptParams, Ret};
 use rsmtpd_smtp_proto::reply::Reply;
 use rsmtpd_smtp_proto::server::Recipient;
 use rsmtpd_table::Table;
@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
-use crate::links::{MtaToQueue, Outcome, QueueToMta, RelayRequest, Role, Start};
+use crate::links::{MtaToQueue, Notify, Outcome, QueueToMta, RelayRequest, Role, Start};
 use crate::logging::visible;
 use crate::roles::{ParentLink, Received, RoleError, writer};
 use crate::{log_info, log_warn};
@@ -417,15 +417,33 @@ fn envelope(req: &RelayRequest) -> Result<Envelope, Outcome> {
                     text: format!("recipient: {e}"),
                 }
             })?;
-        recipients.push(Recipient {
-            path,
-            params: RcptParams::default(),
-        });
+        // DSN parameters travel on; the client sends them only to a
+        // server that offers DSN.
+        let params = RcptParams {
+            notify: r.notify.and_then(|n| match n {
+                Notify::Never => Some(rsmtpd_smtp_proto::command::Notify::Never),
+                Notify::On {
+                    success,
+                    failure,
+                    delay,
+                } => NotifyOn::new(success, failure, delay)
+                    .map(rsmtpd_smtp_proto::command::Notify::On),
+            }),
+            orcpt: r.orcpt.as_ref().map(|(kind, address)| Orcpt {
+                addr_type: kind.clone(),
+                address: XText::encode(address.as_bytes()),
+            }),
+        };
+        recipients.push(Recipient { path, params });
     }
     let params = MailParams {
         size: Some(req.size),
         body: req.body_8bit.then_some(Body::EightBitMime),
         smtputf8: req.smtputf8,
+        ret: req
+            .ret_full
+            .map(|full| if full { Ret::Full } else { Ret::Hdrs }),
+        envid: req.envid.as_ref().map(|e| XText::encode(e.as_bytes())),
         ..MailParams::default()
     };
     Envelope::new(sender, params, recipients).map_err(|e| temporary("4.3.0", &e.to_string()))

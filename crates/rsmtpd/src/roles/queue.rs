@@ -514,11 +514,29 @@ impl Queue {
                 .map(|e| RelayRcpt {
                     evpid: e.id.get(),
                     dest: e.dest.clone(),
+                    notify: e.dsn_notify.map(|n| match n {
+                        DsnNotify::Never => crate::links::Notify::Never,
+                        DsnNotify::On {
+                            success,
+                            failure,
+                            delay,
+                        } => crate::links::Notify::On {
+                            success,
+                            failure,
+                            delay,
+                        },
+                    }),
+                    orcpt: e
+                        .dsn_orcpt
+                        .as_ref()
+                        .and_then(|o| o.split_once(';').map(|(t, a)| (t.to_owned(), a.to_owned()))),
                 })
                 .collect(),
             body_8bit: first.body != BodyType::SevenBit,
             smtputf8: first.smtputf8,
             size,
+            ret_full: first.dsn_ret.map(|r| r == DsnRet::Full),
+            envid: first.dsn_envid.clone(),
         };
         let _ = self.mta.send((
             QueueToMta::Relay(Box::new(request)),
