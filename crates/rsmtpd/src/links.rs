@@ -97,8 +97,9 @@ pub enum ParentToChild {
     Start(Box<Start>),
     /// Stop cleanly: sessions get 421, the queue is left consistent.
     Shutdown,
-    /// To the queue: the outcome of a local delivery it asked for.
-    Delivered { evpid: u64, outcome: Outcome },
+    /// To the queue: the outcomes of a local delivery it asked for, one
+    /// per envelope (several for an LMTP transaction).
+    Delivered { outcomes: Vec<(u64, Outcome)> },
     /// To lookup: a user's .forward, read as that user.
     Forward { id: u64, result: ForwardResult },
 }

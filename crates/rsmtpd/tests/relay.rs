@@ -219,3 +219,64 @@ fn dsn_parameters_travel_on_when_the_next_server_offers_dsn() {
     );
     assert!(got[0].rcpt_params[0].is_empty(), "{:?}", got[0].rcpt_params);
 }
+
+#[test]
+fn recipients_refused_together_get_one_report() {
+    let sink = Sink::start_on(
+        "127.0.0.9:0".parse().unwrap(),
+        Behaviour::accept()
+            .refuse_rcpt("nobody@remote.example")
+            .refuse_rcpt("noone@remote.example"),
+    );
+    let user = rsmtpd_test_support::daemon::current_user();
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         action \"local\" maildir \"{{maildir}}\" user \"{user}\"\n\
+         action \"out\" relay host \"smtp://127.0.0.9:{}\"\n\
+         match from any for domain \"example.org\" action \"local\"\n\
+         match from any for domain \"remote.example\" action \"out\"\n",
+        sink.port()
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "relay-report",
+            body: &body,
+            args: &[],
+            env: &[],
+        },
+    );
+    send(
+        &d,
+        "alice@example.org",
+        &[
+            "nobody@remote.example",
+            "noone@remote.example",
+            "bob@remote.example",
+        ],
+        "Subject: three\r\n\r\nt",
+    );
+    let reports = d.wait_for_delivered(1, Duration::from_secs(20));
+    assert_eq!(reports.len(), 1, "log:\n{}", d.log());
+    // Give a second report (which must not exist) time to show up.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.delivered().len(), 1, "one report for the message");
+    let text = std::fs::read_to_string(&reports[0]).unwrap();
+    assert!(
+        text.contains("Final-Recipient: rfc822; nobody@remote.example"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Final-Recipient: rfc822; noone@remote.example"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Final-Recipient: rfc822; bob@remote.example"),
+        "{text}"
+    );
+    assert_eq!(text.matches("Action: failed").count(), 2, "{text}");
+    assert_eq!(
+        sink.wait_for_messages(1, Duration::from_secs(5))[0].rcpts,
+        vec!["bob@remote.example"]
+    );
+}

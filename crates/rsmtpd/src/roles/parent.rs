@@ -351,9 +351,7 @@ async fn supervise(
                 }
                 Some(Event::Delivered(outcomes)) => {
                     if let Some(q) = &queue {
-                        for (evpid, outcome) in outcomes {
-                            let _ = q.send((ParentToChild::Delivered { evpid, outcome }, Vec::new()));
-                        }
+                        let _ = q.send((ParentToChild::Delivered { outcomes }, Vec::new()));
                     }
                 }
             }

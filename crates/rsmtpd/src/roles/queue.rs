@@ -137,11 +137,17 @@ const MAX_RELAY_GROUP: usize = 100;
 
 type Out<T> = mpsc::UnboundedSender<(T, Vec<OwnedFd>)>;
 
-/// A bounce waiting for lookup to route it.
-struct PendingBounce {
-    failed: Envelope,
+/// One recipient's failure, waiting to be reported.
+struct Failure {
+    envelope: Envelope,
     reason: LastError,
     status: String,
+}
+
+/// A bounce waiting for lookup to route it: the failures of one message
+/// from one event, reported together (one DSN per message and event).
+struct PendingBounce {
+    failures: Vec<Failure>,
 }
 
 struct Queue {
@@ -181,19 +187,13 @@ impl Queue {
                     }
                     return Ok(());
                 }
-                Event::Parent(ParentToChild::Delivered { evpid, outcome }) => {
-                    self.delivered(evpid, outcome)
-                }
+                Event::Parent(ParentToChild::Delivered { outcomes }) => self.outcomes(outcomes),
                 Event::Parent(ParentToChild::Start(_) | ParentToChild::Forward { .. }) => {}
                 Event::Smtp(msg) => self.smtp_request(msg),
                 Event::Scheduler(SchedulerToQueue::Deliver { evpids }) => self.deliver(&evpids),
                 Event::Scheduler(SchedulerToQueue::Expire { evpid }) => self.expire(evpid),
                 Event::Lookup(FromLookup::Route { id, answer }) => self.bounce_routed(id, answer),
-                Event::Mta(MtaToQueue::Done { outcomes, .. }) => {
-                    for (evpid, outcome) in outcomes {
-                        self.delivered(evpid, outcome);
-                    }
-                }
+                Event::Mta(MtaToQueue::Done { outcomes, .. }) => self.outcomes(outcomes),
                 Event::Committed { id, msgid, result } => self.committed(id, msgid, result),
             }
         }
@@ -604,13 +604,27 @@ impl Queue {
         ));
     }
 
-    /// The outcome of an attempt: remove, retry later, or bounce.
-    fn delivered(&mut self, evpid: u64, outcome: Outcome) {
-        let Some(mut e) = self.envelopes.remove(&evpid) else {
-            return;
-        };
+    /// The outcomes of one attempt: remove, retry later, or bounce; the
+    /// permanent failures of one message become one report.
+    fn outcomes(&mut self, outcomes: Vec<(u64, Outcome)>) {
+        let mut failures: Vec<Failure> = Vec::new();
+        for (evpid, outcome) in outcomes {
+            if let Some(f) = self.delivered(evpid, outcome) {
+                failures.push(f);
+            }
+        }
+        self.bounce_all(failures);
+    }
+
+    /// One envelope's outcome; a permanent failure is returned for the
+    /// caller to report.
+    fn delivered(&mut self, evpid: u64, outcome: Outcome) -> Option<Failure> {
+        let mut e = self.envelopes.remove(&evpid)?;
         match outcome {
-            Outcome::Ok => self.finish(&e),
+            Outcome::Ok => {
+                self.finish(&e);
+                None
+            }
             Outcome::Temporary { text, .. } => {
                 let now = now();
                 e.retry = e.retry.saturating_add(1);
@@ -627,14 +641,33 @@ impl Queue {
                 let _ = self
                     .scheduler
                     .send((QueueToScheduler::Retry { evpid }, Vec::new()));
+                None
             }
-            Outcome::Permanent { status, text } => {
-                let reason = LastError {
+            Outcome::Permanent { status, text } => Some(Failure {
+                envelope: e,
+                reason: LastError {
                     class: ErrorClass::Permanent,
                     text: clean_line(&text),
-                };
-                self.bounce(e, reason, status);
+                },
+                status,
+            }),
+        }
+    }
+
+    /// Group failures by message and report each group once.
+    fn bounce_all(&mut self, failures: Vec<Failure>) {
+        let mut by_message: Vec<Vec<Failure>> = Vec::new();
+        for f in failures {
+            match by_message.iter_mut().find(|g| {
+                g.first()
+                    .is_some_and(|x| x.envelope.msgid() == f.envelope.msgid())
+            }) {
+                Some(group) => group.push(f),
+                None => by_message.push(vec![f]),
             }
+        }
+        for group in by_message {
+            self.bounce(group);
         }
     }
 
@@ -657,7 +690,11 @@ impl Queue {
                 e.ttl / 86_400
             ),
         };
-        self.bounce(e, reason, "4.4.7".into());
+        self.bounce(vec![Failure {
+            envelope: e,
+            reason,
+            status: "4.4.7".into(),
+        }]);
     }
 
     /// Remove a finished envelope from disk, memory and the schedule.
@@ -670,15 +707,21 @@ impl Queue {
             .send((QueueToScheduler::Remove { evpid: e.id.get() }, Vec::new()));
     }
 
-    /// Start a bounce: ask lookup how to route it to the sender.
-    fn bounce(&mut self, failed: Envelope, reason: LastError, status: String) {
-        let Sender::Address(to) = &failed.sender else {
-            log_info!(
-                "bounce: dropping failure for {} (null sender): {}",
-                visible(&failed.rcpt),
-                visible(&reason.text)
-            );
-            self.finish(&failed);
+    /// Start a bounce for failures of one message: ask lookup how to route
+    /// it to the sender.
+    fn bounce(&mut self, failures: Vec<Failure>) {
+        let Some(first) = failures.first() else {
+            return;
+        };
+        let Sender::Address(to) = &first.envelope.sender else {
+            for f in &failures {
+                log_info!(
+                    "bounce: dropping failure for {} (null sender): {}",
+                    visible(&f.envelope.rcpt),
+                    visible(&f.reason.text)
+                );
+                self.finish(&f.envelope);
+            }
             return;
         };
         let id = self.id();
@@ -697,54 +740,65 @@ impl Queue {
         let _ = self
             .lookup
             .send((ToLookup::Route { id, query }, Vec::new()));
-        self.bounces.insert(
-            id,
-            PendingBounce {
-                failed,
-                reason,
-                status,
-            },
-        );
+        self.bounces.insert(id, PendingBounce { failures });
     }
 
     fn bounce_routed(&mut self, id: u64, answer: RouteAnswer) {
         let Some(pending) = self.bounces.remove(&id) else {
             return;
         };
-        let failed = &pending.failed;
+        let Some(first) = pending.failures.first() else {
+            return;
+        };
+        let rcpts = pending
+            .failures
+            .iter()
+            .map(|f| f.envelope.rcpt.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sender = first.envelope.sender.to_string();
         match answer {
             RouteAnswer::Accept { deliveries } => match self.write_bounce(&pending, &deliveries) {
                 Ok((msgid, envelopes)) => {
                     log_info!(
-                        "bounce: {} for {}: sent to {} as message {msgid}: {}",
-                        failed.id,
-                        visible(&failed.rcpt),
-                        visible(&failed.sender.to_string()),
-                        visible(&pending.reason.text)
+                        "bounce: message {} for {}: sent to {} as message {msgid}: {}",
+                        first.envelope.msgid(),
+                        visible(&rcpts),
+                        visible(&sender),
+                        visible(&first.reason.text)
                     );
-                    // Committed (durable) before the failed envelope goes:
-                    // a crash in between repeats a bounce, never loses one.
+                    // Committed (durable) before the failed envelopes go: a
+                    // crash in between repeats a bounce, never loses one.
                     self.commit(0, msgid, envelopes);
-                    self.finish(failed);
+                    for f in &pending.failures {
+                        self.finish(&f.envelope);
+                    }
                 }
                 Err(e) => {
-                    log_warn!("bounce: {}: cannot write the bounce: {e}", failed.id);
-                    let evpid = failed.id.get();
-                    self.envelopes.insert(evpid, pending.failed);
-                    let _ = self
-                        .scheduler
-                        .send((QueueToScheduler::Retry { evpid }, Vec::new()));
+                    log_warn!(
+                        "bounce: message {}: cannot write the bounce: {e}",
+                        first.envelope.msgid()
+                    );
+                    for f in pending.failures {
+                        let evpid = f.envelope.id.get();
+                        self.envelopes.insert(evpid, f.envelope);
+                        let _ = self
+                            .scheduler
+                            .send((QueueToScheduler::Retry { evpid }, Vec::new()));
+                    }
                 }
             },
             RouteAnswer::Reject { text, .. } | RouteAnswer::TempFail { text } => {
                 log_warn!(
-                    "bounce: {}: no route back to {}: {}; failure was: {}",
-                    failed.id,
-                    visible(&failed.sender.to_string()),
+                    "bounce: message {}: no route back to {}: {}; failure was: {}",
+                    first.envelope.msgid(),
+                    visible(&sender),
                     visible(&text),
-                    visible(&pending.reason.text)
+                    visible(&first.reason.text)
                 );
-                self.finish(failed);
+                for f in &pending.failures {
+                    self.finish(&f.envelope);
+                }
             }
         }
     }
@@ -754,7 +808,10 @@ impl Queue {
         pending: &PendingBounce,
         deliveries: &[Planned],
     ) -> Result<(MsgId, Vec<Envelope>), String> {
-        let failed = &pending.failed;
+        let Some(first) = pending.failures.first() else {
+            return Err("no failure to report".into());
+        };
+        let failed = &first.envelope;
         let (msgid, file) = self.spool.create_message().map_err(|e| e.to_string())?;
         let now = now();
         let report = dsn::Report {
@@ -766,16 +823,20 @@ impl Queue {
                 Some(DsnRet::Headers) => dsn::Return::Headers,
                 _ => dsn::Return::Full,
             },
-            recipients: vec![dsn::RecipientStatus {
-                final_recipient: failed.dest.clone(),
-                original_recipient: failed.dsn_orcpt.clone(),
-                action: dsn::Action::Failed,
-                status: pending.status.clone(),
-                remote_mta: None,
-                diagnostic: Some(pending.reason.text.clone()),
-                last_attempt: failed.last_try.unwrap_or(now),
-                will_retry_until: None,
-            }],
+            recipients: pending
+                .failures
+                .iter()
+                .map(|f| dsn::RecipientStatus {
+                    final_recipient: f.envelope.dest.clone(),
+                    original_recipient: f.envelope.dsn_orcpt.clone(),
+                    action: dsn::Action::Failed,
+                    status: f.status.clone(),
+                    remote_mta: None,
+                    diagnostic: Some(f.reason.text.clone()),
+                    last_attempt: f.envelope.last_try.unwrap_or(now),
+                    will_retry_until: None,
+                })
+                .collect(),
             date: now,
             unique: msgid.to_string(),
         };
