@@ -280,3 +280,54 @@ fn recipients_refused_together_get_one_report() {
         vec!["bob@remote.example"]
     );
 }
+
+#[test]
+fn a_long_delay_is_reported_once_per_warn_interval() {
+    // Every MAIL gets a 4xx: the message stays queued, retried.
+    let sink = Sink::start_on(
+        "127.0.0.10:0".parse().unwrap(),
+        Behaviour::accept().mail_tempfail_first(1000),
+    );
+    let user = rsmtpd_test_support::daemon::current_user();
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         bounce warn-interval 2s\n\
+         action \"local\" maildir \"{{maildir}}\" user \"{user}\"\n\
+         action \"out\" relay host \"smtp://127.0.0.10:{}\"\n\
+         match from any for domain \"example.org\" action \"local\"\n\
+         match from any for domain \"remote.example\" action \"out\"\n",
+        sink.port()
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "relay-delay",
+            body: &body,
+            args: &[],
+            env: &[("RSMTPD_RETRY_BASE_RELAY", "1")],
+        },
+    );
+    send(
+        &d,
+        "alice@example.org",
+        &["bob@remote.example"],
+        "Subject: slow\r\n\r\ns",
+    );
+    let reports = d.wait_for_delivered(1, Duration::from_secs(30));
+    assert_eq!(reports.len(), 1, "log:\n{}", d.log());
+    let text = std::fs::read_to_string(&reports[0]).unwrap();
+    assert!(
+        text.contains("Subject: Delivery status notification: delayed"),
+        "{text}"
+    );
+    assert!(text.contains("Action: delayed"), "{text}");
+    assert!(text.contains("Will-Retry-Until: "), "{text}");
+    assert!(
+        text.contains("Final-Recipient: rfc822; bob@remote.example"),
+        "{text}"
+    );
+    // Retries go on, and no second warning comes for the same delay.
+    d.wait_for_log("relay: TempFail for ", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(d.delivered().len(), 1);
+}

@@ -137,9 +137,12 @@ const MAX_RELAY_GROUP: usize = 100;
 
 type Out<T> = mpsc::UnboundedSender<(T, Vec<OwnedFd>)>;
 
-/// One recipient's failure, waiting to be reported.
+/// One recipient's news for its sender, waiting to be reported: a
+/// failure (the envelope is done), or a delay warning (a copy: the
+/// envelope stays queued).
 struct Failure {
     envelope: Envelope,
+    action: dsn::Action,
     reason: LastError,
     status: String,
 }
@@ -625,14 +628,16 @@ impl Queue {
                 self.finish(&e);
                 None
             }
-            Outcome::Temporary { text, .. } => {
+            Outcome::Temporary { status, text } => {
                 let now = now();
+                let previous = e.last_try.unwrap_or(e.created);
                 e.retry = e.retry.saturating_add(1);
                 e.last_try = Some(now);
                 e.last_error = Some(LastError {
                     class: ErrorClass::Temporary,
                     text: clean_line(&text),
                 });
+                let warning = self.delay_warning(&e, previous, now, &status);
                 // The new state is on disk before the next attempt.
                 if let Err(err) = self.spool.update(&e) {
                     log_warn!("queue: envelope {}: cannot record the attempt: {err}", e.id);
@@ -641,10 +646,11 @@ impl Queue {
                 let _ = self
                     .scheduler
                     .send((QueueToScheduler::Retry { evpid }, Vec::new()));
-                None
+                warning
             }
             Outcome::Permanent { status, text } => Some(Failure {
                 envelope: e,
+                action: dsn::Action::Failed,
                 reason: LastError {
                     class: ErrorClass::Permanent,
                     text: clean_line(&text),
@@ -654,13 +660,45 @@ impl Queue {
         }
     }
 
+    /// A delay warning when this attempt is the first since the envelope
+    /// passed one of `bounce warn-interval`'s delays (at most one per
+    /// delay, without keeping any state: each delay is crossed once), and
+    /// the sender did not say NOTIFY without DELAY.
+    fn delay_warning(
+        &self,
+        e: &Envelope,
+        previous: u64,
+        now: u64,
+        status: &str,
+    ) -> Option<Failure> {
+        let wanted = match e.dsn_notify {
+            None => true,
+            Some(DsnNotify::Never) => false,
+            Some(DsnNotify::On { delay, .. }) => delay,
+        };
+        let crossed = self.config.bounce_warn_interval.iter().any(|d| {
+            let at = e.created.saturating_add(d.as_secs());
+            previous < at && at <= now
+        });
+        (wanted && crossed && e.sender != Sender::Null).then(|| Failure {
+            envelope: e.clone(),
+            action: dsn::Action::Delayed,
+            reason: e.last_error.clone().unwrap_or(LastError {
+                class: ErrorClass::Temporary,
+                text: "temporary failure".into(),
+            }),
+            status: status.to_owned(),
+        })
+    }
+
     /// Group failures by message and report each group once.
     fn bounce_all(&mut self, failures: Vec<Failure>) {
         let mut by_message: Vec<Vec<Failure>> = Vec::new();
         for f in failures {
             match by_message.iter_mut().find(|g| {
-                g.first()
-                    .is_some_and(|x| x.envelope.msgid() == f.envelope.msgid())
+                g.first().is_some_and(|x| {
+                    x.envelope.msgid() == f.envelope.msgid() && x.action == f.action
+                })
             }) {
                 Some(group) => group.push(f),
                 None => by_message.push(vec![f]),
@@ -692,6 +730,7 @@ impl Queue {
         };
         self.bounce(vec![Failure {
             envelope: e,
+            action: dsn::Action::Failed,
             reason,
             status: "4.4.7".into(),
         }]);
@@ -720,7 +759,7 @@ impl Queue {
                     visible(&f.envelope.rcpt),
                     visible(&f.reason.text)
                 );
-                self.finish(&f.envelope);
+                self.done_reporting(f);
             }
             return;
         };
@@ -771,7 +810,7 @@ impl Queue {
                     // crash in between repeats a bounce, never loses one.
                     self.commit(0, msgid, envelopes);
                     for f in &pending.failures {
-                        self.finish(&f.envelope);
+                        self.done_reporting(f);
                     }
                 }
                 Err(e) => {
@@ -779,7 +818,12 @@ impl Queue {
                         "bounce: message {}: cannot write the bounce: {e}",
                         first.envelope.msgid()
                     );
+                    // A failure is tried again (and reported then); a
+                    // warning that could not be written is let go.
                     for f in pending.failures {
+                        if f.action != dsn::Action::Failed {
+                            continue;
+                        }
                         let evpid = f.envelope.id.get();
                         self.envelopes.insert(evpid, f.envelope);
                         let _ = self
@@ -797,9 +841,16 @@ impl Queue {
                     visible(&first.reason.text)
                 );
                 for f in &pending.failures {
-                    self.finish(&f.envelope);
+                    self.done_reporting(f);
                 }
             }
+        }
+    }
+
+    /// After a report: a failed envelope is finished; a delayed one stays.
+    fn done_reporting(&mut self, f: &Failure) {
+        if f.action == dsn::Action::Failed {
+            self.finish(&f.envelope);
         }
     }
 
@@ -829,12 +880,13 @@ impl Queue {
                 .map(|f| dsn::RecipientStatus {
                     final_recipient: f.envelope.dest.clone(),
                     original_recipient: f.envelope.dsn_orcpt.clone(),
-                    action: dsn::Action::Failed,
+                    action: f.action,
                     status: f.status.clone(),
                     remote_mta: None,
                     diagnostic: Some(f.reason.text.clone()),
                     last_attempt: f.envelope.last_try.unwrap_or(now),
-                    will_retry_until: None,
+                    will_retry_until: (f.action == dsn::Action::Delayed)
+                        .then(|| f.envelope.expires_at()),
                 })
                 .collect(),
             date: now,
