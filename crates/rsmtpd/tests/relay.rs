@@ -331,3 +331,67 @@ fn a_long_delay_is_reported_once_per_warn_interval() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(d.delivered().len(), 1);
 }
+
+#[test]
+fn the_action_chooses_source_address_greeting_and_sender() {
+    let sink = Sink::start_on("127.0.0.3:0".parse().unwrap(), Behaviour::accept());
+    let d = start(
+        "relay-src",
+        &format!(
+            "host \"smtp://127.0.0.3:{}\" src 127.0.0.6 helo relay.example.net \
+             mail-from \"bounces@example.org\"",
+            sink.port()
+        ),
+        &[],
+    );
+    send(
+        &d,
+        "alice@example.org",
+        &["bob@remote.example"],
+        "Subject: src\r\n\r\nfrom elsewhere",
+    );
+    let got = sink.wait_for_messages(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "log:\n{}", d.log());
+    assert_eq!(got[0].helo, "relay.example.net");
+    assert_eq!(got[0].mail_from, "bounces@example.org");
+    let peer = sink
+        .peer(got[0].connection)
+        .expect("the sink saw the connection");
+    assert_eq!(peer.ip().to_string(), "127.0.0.6");
+}
+
+#[test]
+fn a_source_table_gives_the_address_and_helo_src_its_name() {
+    let sink = Sink::start_on("127.0.0.3:0".parse().unwrap(), Behaviour::accept());
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         table sources {{ 127.0.0.7 }}\n\
+         table names {{ 127.0.0.7 = out7.example.net }}\n\
+         action \"out\" relay host \"smtp://127.0.0.3:{}\" src <sources> helo-src <names>\n\
+         match from any for domain \"remote.example\" action \"out\"\n",
+        sink.port()
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "relay-src-table",
+            body: &body,
+            args: &[],
+            env: &[],
+        },
+    );
+    send(
+        &d,
+        "alice@example.org",
+        &["bob@remote.example"],
+        "Subject: src\r\n\r\nfrom a table",
+    );
+    let got = sink.wait_for_messages(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "log:\n{}", d.log());
+    assert_eq!(got[0].helo, "out7.example.net");
+    assert_eq!(got[0].mail_from, "alice@example.org");
+    let peer = sink
+        .peer(got[0].connection)
+        .expect("the sink saw the connection");
+    assert_eq!(peer.ip().to_string(), "127.0.0.7");
+}

@@ -8,15 +8,15 @@
 //! TLS is not spoken yet: opportunistic STARTTLS is not attempted, and a
 //! route that requires TLS fails temporarily (the TLS issue adds it).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsmtpd_config::model::{Config, Dispatcher};
+use rsmtpd_config::model::{Config, Dispatcher, RelayDispatcher, SourceAddrs};
 use rsmtpd_ipc::Channel;
 use rsmtpd_mta::resolve::{Hop, Resolver};
-use rsmtpd_mta::route::{self, Protocol, TlsMode, XorShift};
+use rsmtpd_mta::route::{self, Protocol, Random, TlsMode, XorShift};
 use rsmtpd_smtp_proto::address::{Charset, Domain, ForwardPath, ReversePath, XText};
 use rsmtpd_smtp_proto::client::{
     ClientConfig, ClientSession, Envelope, Event, Mode, RecipientOutcome,
@@ -24,9 +24,9 @@ use rsmtpd_smtp_proto::client::{
 use rsmtpd_smtp_proto::command::{Body, MailParams, NotifyOn, Orcpt, RcptParams, Ret};
 use rsmtpd_smtp_proto::reply::Reply;
 use rsmtpd_smtp_proto::server::Recipient;
-use rsmtpd_table::Table;
+use rsmtpd_table::{Service, Table, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::links::{MtaToQueue, Notify, Outcome, QueueToMta, RelayRequest, Role, Start};
@@ -187,7 +187,7 @@ impl Mta {
                 .await
                 .map_err(route_failure)?
         };
-        let envelope = envelope(req)?;
+        let envelope = envelope(req, dispatcher.mail_from.as_deref())?;
         let mut file = tokio::fs::File::from_std(std::fs::File::from(message));
         let mut last = String::from("no route");
         for hop in &hops {
@@ -197,7 +197,10 @@ impl Mta {
             }
             for addr in &hop.addrs {
                 let at = SocketAddr::new(*addr, hop.target.port);
-                match self.attempt(hop, at, &envelope, &mut file).await {
+                match self
+                    .attempt(dispatcher, hop, at, &envelope, &mut file)
+                    .await
+                {
                     Attempt::Done(outcomes) => return Ok(outcomes),
                     Attempt::Next(why) => {
                         log_info!("relay: {}: {}", at, visible(&why));
@@ -209,21 +212,88 @@ impl Mta {
         Err(temporary("4.4.1", &last))
     }
 
+    /// The local address to connect from (`src`): the literal, or one of
+    /// the table's addresses of the destination's family, in turn. An
+    /// address of the other family cannot reach `at`.
+    async fn source(
+        &self,
+        dispatcher: &RelayDispatcher,
+        at: SocketAddr,
+    ) -> Result<Option<IpAddr>, String> {
+        let same_family = |ip: &IpAddr| ip.is_ipv4() == at.is_ipv4();
+        match &dispatcher.src {
+            None => Ok(None),
+            Some(SourceAddrs::Literal(ip)) if same_family(ip) => Ok(Some(*ip)),
+            Some(SourceAddrs::Literal(ip)) => Err(format!(
+                "source address {ip} cannot reach this address family"
+            )),
+            Some(SourceAddrs::Table(id)) => {
+                let table = self
+                    .tables
+                    .get(id.0)
+                    .ok_or_else(|| "source table missing".to_string())?;
+                let usable: Vec<IpAddr> = table
+                    .sources()
+                    .map_err(|e| format!("source table: {e}"))?
+                    .into_iter()
+                    .filter(same_family)
+                    .collect();
+                if usable.is_empty() {
+                    return Err("no source address of this address family".into());
+                }
+                let pick = self.rng.lock().await.below(usable.len());
+                Ok(usable.get(pick).copied())
+            }
+        }
+    }
+
+    /// The name we greet with: `helo-src`'s name for the source address,
+    /// else `helo`, else the server's host name.
+    fn helo_name(
+        &self,
+        dispatcher: &RelayDispatcher,
+        source: Option<IpAddr>,
+    ) -> Result<Domain, String> {
+        let mut name = dispatcher
+            .helo
+            .as_deref()
+            .unwrap_or(&self.config.hostname)
+            .to_owned();
+        if let (Some(id), Some(ip)) = (&dispatcher.helo_src, source) {
+            let table = self
+                .tables
+                .get(id.0)
+                .ok_or_else(|| "helo-src table missing".to_string())?;
+            match table.lookup(Service::Addrname, &ip.to_string()) {
+                Ok(Some(Value::Addrname(n))) => name = n,
+                Ok(_) => {}
+                Err(e) => return Err(format!("helo-src table: {e}")),
+            }
+        }
+        Domain::parse_helo(&name).map_err(|_| format!("{name:?} is not a valid HELO name"))
+    }
+
     /// One connection, one transaction.
     async fn attempt(
         &self,
+        dispatcher: &RelayDispatcher,
         hop: &Hop,
         at: SocketAddr,
         envelope: &Envelope,
         file: &mut tokio::fs::File,
     ) -> Attempt {
-        let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(at)).await {
+        let source = match self.source(dispatcher, at).await {
+            Ok(source) => source,
+            Err(why) => return Attempt::Next(why),
+        };
+        let helo = match self.helo_name(dispatcher, source) {
+            Ok(name) => name,
+            Err(why) => return Attempt::Next(why),
+        };
+        let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect(source, at)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Attempt::Next(format!("connect: {e}")),
             Err(_) => return Attempt::Next("connect: timed out".into()),
-        };
-        let Ok(helo) = Domain::parse_helo(&self.config.hostname) else {
-            return Attempt::Next("our host name is not a valid HELO name".into());
         };
         let mode = match hop.target.protocol {
             Protocol::Smtp => Mode::Smtp,
@@ -306,6 +376,19 @@ impl Mta {
             }
         }
     }
+}
+
+/// Connect to `at`, from `source` when given.
+async fn connect(source: Option<IpAddr>, at: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if at.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    socket.connect(at).await
 }
 
 /// Write the message through the session's dot-stuffing, then the final
@@ -401,12 +484,14 @@ fn route_failure(e: route::RouteError) -> Outcome {
 }
 
 /// The client session's envelope from the queue's request.
-fn envelope(req: &RelayRequest) -> Result<Envelope, Outcome> {
+/// `mail_from`, the action's `mail-from`, replaces the sender.
+fn envelope(req: &RelayRequest, mail_from: Option<&str>) -> Result<Envelope, Outcome> {
     let permanent = |text: String| Outcome::Permanent {
         status: "5.1.7".into(),
         text,
     };
-    let sender = ReversePath::parse(format!("<{}>", req.sender).as_bytes(), Charset::Utf8)
+    let sender = mail_from.unwrap_or(&req.sender);
+    let sender = ReversePath::parse(format!("<{sender}>").as_bytes(), Charset::Utf8)
         .map_err(|e| permanent(format!("sender: {e}")))?;
     let mut recipients = Vec::with_capacity(req.recipients.len());
     for r in &req.recipients {
