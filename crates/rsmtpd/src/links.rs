@@ -166,17 +166,18 @@ pub struct LocalRecipient {
 /// How a delivery attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
+    /// Delivered: into a mailbox, a program, or over LMTP.
     Ok,
+    /// Accepted by a next hop that does not offer DSN: a success report
+    /// the sender asked for is ours to send, as "relayed".
+    Relayed,
+    /// Accepted by a next hop that offers DSN: the NOTIFY went with the
+    /// message, reports are that server's job now.
+    PassedOn,
     /// Retry later. Text for the log and a later bounce.
-    Temporary {
-        status: String,
-        text: String,
-    },
+    Temporary { status: String, text: String },
     /// Bounce now.
-    Permanent {
-        status: String,
-        text: String,
-    },
+    Permanent { status: String, text: String },
 }
 
 // ------------------------------------------------------- lookup (rules)

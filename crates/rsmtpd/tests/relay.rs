@@ -395,3 +395,95 @@ fn a_source_table_gives_the_address_and_helo_src_its_name() {
         .expect("the sink saw the connection");
     assert_eq!(peer.ip().to_string(), "127.0.0.7");
 }
+
+/// Local delivery for example.org (where reports to alice go), relaying
+/// for remote.example to `port` on 127.0.0.11.
+fn start_reporting(name: &str, port: u16) -> Daemon {
+    let user = rsmtpd_test_support::daemon::current_user();
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         action \"local\" maildir \"{{maildir}}\" user \"{user}\"\n\
+         action \"out\" relay host \"smtp://127.0.0.11:{port}\"\n\
+         match from any for domain \"example.org\" action \"local\"\n\
+         match from any for domain \"remote.example\" action \"out\"\n"
+    );
+    Daemon::start(
+        smtpd(),
+        &Setup {
+            name,
+            body: &body,
+            args: &[],
+            env: &[],
+        },
+    )
+}
+
+#[test]
+fn notify_success_gets_a_relayed_report_only_where_no_dsn_follows() {
+    // The next hop does not offer DSN: the report is ours, "relayed".
+    let plain = Sink::start_on("127.0.0.11:0".parse().unwrap(), Behaviour::accept());
+    let d = start_reporting("relay-success", plain.port());
+    send_with_dsn(&d);
+    assert_eq!(plain.wait_for_messages(1, Duration::from_secs(20)).len(), 1);
+    let reports = d.wait_for_delivered(1, Duration::from_secs(20));
+    assert_eq!(reports.len(), 1, "log:\n{}", d.log());
+    let text = std::fs::read_to_string(&reports[0]).unwrap();
+    for want in [
+        "Subject: Delivery status notification: success",
+        "Original-Envelope-Id: QQ314159",
+        "Original-Recipient: rfc822;Bob@remote.example",
+        "Final-Recipient: rfc822; bob@remote.example",
+        "Action: relayed",
+        "Status: 2.0.0",
+        "Content-Type: text/rfc822-headers",
+        "Subject: dsn",
+    ] {
+        assert!(text.contains(want), "{want:?} not in the report:\n{text}");
+    }
+    assert!(!text.contains("Diagnostic-Code"), "{text}");
+
+    // A next hop that offers DSN took the NOTIFY: no report from us.
+    let dsn = Sink::start_on(
+        "127.0.0.11:0".parse().unwrap(),
+        Behaviour::accept().dsn(true),
+    );
+    let d = start_reporting("relay-success-dsn", dsn.port());
+    send_with_dsn(&d);
+    assert_eq!(dsn.wait_for_messages(1, Duration::from_secs(20)).len(), 1);
+    d.wait_for_log("relay: Ok for ", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.delivered().is_empty(), "log:\n{}", d.log());
+}
+
+#[test]
+fn notify_success_on_a_local_delivery_reports_delivered() {
+    let plain = Sink::start_on("127.0.0.11:0".parse().unwrap(), Behaviour::accept());
+    let d = start_reporting("local-success", plain.port());
+    let mut c = Client::connect(d.addr());
+    c.cmd("EHLO client.example");
+    assert!(c.cmd("MAIL FROM:<alice@example.org>").starts_with("250"));
+    let r = c.cmd("RCPT TO:<carol@example.org> NOTIFY=SUCCESS");
+    assert!(r.starts_with("250"), "{r}");
+    let r = c.cmd("RCPT TO:<dave@example.org>");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c.cmd("Subject: local\r\n\r\nl\r\n.").starts_with("250"));
+    c.cmd("QUIT");
+    // Two copies of the message and one report, for carol only.
+    let files = d.wait_for_delivered(3, Duration::from_secs(20));
+    assert_eq!(files.len(), 3, "log:\n{}", d.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.delivered().len(), 3, "log:\n{}", d.log());
+    let reports: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .filter(|t| t.contains("Action: delivered"))
+        .collect();
+    assert_eq!(reports.len(), 1, "log:\n{}", d.log());
+    assert!(
+        reports[0].contains("Final-Recipient: rfc822; carol@example.org"),
+        "{}",
+        reports[0]
+    );
+    assert!(!reports[0].contains("dave@example.org"), "{}", reports[0]);
+}

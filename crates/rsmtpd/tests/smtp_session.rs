@@ -1055,7 +1055,8 @@ fn dsn_parameters_and_duplicate_recipients() {
     );
     assert!(c.cmd("DATA").starts_with("354 "));
     assert_accepted(&c.cmd("Subject: dsn\r\n\r\nx\r\n."));
-    let files = canary(&d, &mut c, 3);
+    // b, c, the canary, and the success report b's NOTIFY asked for.
+    let files = canary(&d, &mut c, 4);
     let texts: Vec<String> = files.iter().map(|p| read(p)).collect();
     let to_b = texts
         .iter()
@@ -1066,6 +1067,18 @@ fn dsn_parameters_and_duplicate_recipients() {
         .filter(|t| t.contains("Delivered-To: c@example.net\n"))
         .count();
     assert_eq!((to_b, to_c), (1, 1), "{texts:?}");
+    let reports: Vec<&String> = texts
+        .iter()
+        .filter(|t| t.contains("Action: delivered"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{texts:?}");
+    assert!(reports[0].contains("Final-Recipient: rfc822; b@example.net"));
+    // The report carries ENVID decoded from xtext.
+    assert!(
+        reports[0].contains("Original-Envelope-Id: QQ+id-1"),
+        "{}",
+        reports[0]
+    );
     assert!(d.log().contains(" nrcpt=2 proto=ESMTP"), "{}", d.log());
 }
 

@@ -143,7 +143,9 @@ impl Mta {
         };
         for (r, o) in req.recipients.iter().zip(&outcomes) {
             let (result, stat) = match o {
-                Outcome::Ok => ("Ok", "Delivered".to_string()),
+                Outcome::Ok | Outcome::Relayed | Outcome::PassedOn => {
+                    ("Ok", "Delivered".to_string())
+                }
                 Outcome::Temporary { text, .. } => ("TempFail", text.clone()),
                 Outcome::Permanent { text, .. } => ("PermFail", text.clone()),
             };
@@ -335,7 +337,7 @@ impl Mta {
                     }
                     Event::Recipient { index, outcome } => {
                         if let Some(slot) = outcomes.get_mut(index) {
-                            *slot = Some(recipient_outcome(&outcome));
+                            *slot = Some(recipient_outcome(&outcome, mode, s.capabilities().dsn));
                         }
                     }
                     // One transaction per connection for now: say goodbye.
@@ -437,9 +439,18 @@ fn finish_or_next(outcomes: Vec<Option<Outcome>>, why: &str) -> Attempt {
     }
 }
 
-fn recipient_outcome(outcome: &RecipientOutcome) -> Outcome {
+/// An accepted recipient is delivered (LMTP), or passed on to a server
+/// that reports from now on (DSN offered), or relayed where no report
+/// will follow.
+fn recipient_outcome(outcome: &RecipientOutcome, mode: Mode, dsn: bool) -> Outcome {
     let (reply, permanent) = match outcome {
-        RecipientOutcome::Accepted(_) => return Outcome::Ok,
+        RecipientOutcome::Accepted(_) => {
+            return match (mode, dsn) {
+                (Mode::Lmtp, _) => Outcome::Ok,
+                (Mode::Smtp, true) => Outcome::PassedOn,
+                (Mode::Smtp, false) => Outcome::Relayed,
+            };
+        }
         RecipientOutcome::Temporary(r) => (r, false),
         RecipientOutcome::Permanent(r) => (r, true),
     };

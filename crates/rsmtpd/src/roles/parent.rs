@@ -435,7 +435,9 @@ impl DeliveryContext {
             // Time in the queue, as OpenSMTPD's delay= (this attempt included).
             let delay = now().saturating_sub(r.created);
             let (result, stat) = match &outcome {
-                Outcome::Ok => ("Ok", "Delivered".to_string()),
+                Outcome::Ok | Outcome::Relayed | Outcome::PassedOn => {
+                    ("Ok", "Delivered".to_string())
+                }
                 Outcome::Temporary { text, .. } => ("TempFail", text.clone()),
                 Outcome::Permanent { text, .. } => ("PermFail", text.clone()),
             };

@@ -138,19 +138,21 @@ const MAX_RELAY_GROUP: usize = 100;
 type Out<T> = mpsc::UnboundedSender<(T, Vec<OwnedFd>)>;
 
 /// One recipient's news for its sender, waiting to be reported: a
-/// failure (the envelope is done), or a delay warning (a copy: the
-/// envelope stays queued).
-struct Failure {
+/// failure (the envelope is done once reported), a delay warning (a copy:
+/// the envelope stays queued) or a success the sender asked for with
+/// NOTIFY=SUCCESS (the envelope is already done).
+struct Notice {
     envelope: Envelope,
     action: dsn::Action,
-    reason: LastError,
+    /// The reason or the remote server's reply, for the report and the log.
+    text: String,
     status: String,
 }
 
-/// A bounce waiting for lookup to route it: the failures of one message
+/// A bounce waiting for lookup to route it: the notices of one message
 /// from one event, reported together (one DSN per message and event).
 struct PendingBounce {
-    failures: Vec<Failure>,
+    notices: Vec<Notice>,
 }
 
 struct Queue {
@@ -608,25 +610,30 @@ impl Queue {
     }
 
     /// The outcomes of one attempt: remove, retry later, or bounce; the
-    /// permanent failures of one message become one report.
+    /// permanent notices of one message become one report.
     fn outcomes(&mut self, outcomes: Vec<(u64, Outcome)>) {
-        let mut failures: Vec<Failure> = Vec::new();
+        let mut notices: Vec<Notice> = Vec::new();
         for (evpid, outcome) in outcomes {
             if let Some(f) = self.delivered(evpid, outcome) {
-                failures.push(f);
+                notices.push(f);
             }
         }
-        self.bounce_all(failures);
+        self.bounce_all(notices);
     }
 
     /// One envelope's outcome; a permanent failure is returned for the
     /// caller to report.
-    fn delivered(&mut self, evpid: u64, outcome: Outcome) -> Option<Failure> {
+    fn delivered(&mut self, evpid: u64, outcome: Outcome) -> Option<Notice> {
         let mut e = self.envelopes.remove(&evpid)?;
         match outcome {
-            Outcome::Ok => {
-                self.finish(&e);
-                None
+            Outcome::Ok | Outcome::Relayed | Outcome::PassedOn => {
+                // With a report to send, the envelope (and so the message
+                // the report quotes) stays until the report is queued.
+                let notice = success_notice(&e, &outcome);
+                if notice.is_none() {
+                    self.finish(&e);
+                }
+                notice
             }
             Outcome::Temporary { status, text } => {
                 let now = now();
@@ -648,13 +655,10 @@ impl Queue {
                     .send((QueueToScheduler::Retry { evpid }, Vec::new()));
                 warning
             }
-            Outcome::Permanent { status, text } => Some(Failure {
+            Outcome::Permanent { status, text } => Some(Notice {
                 envelope: e,
                 action: dsn::Action::Failed,
-                reason: LastError {
-                    class: ErrorClass::Permanent,
-                    text: clean_line(&text),
-                },
+                text: clean_line(&text),
                 status,
             }),
         }
@@ -664,13 +668,7 @@ impl Queue {
     /// passed one of `bounce warn-interval`'s delays (at most one per
     /// delay, without keeping any state: each delay is crossed once), and
     /// the sender did not say NOTIFY without DELAY.
-    fn delay_warning(
-        &self,
-        e: &Envelope,
-        previous: u64,
-        now: u64,
-        status: &str,
-    ) -> Option<Failure> {
+    fn delay_warning(&self, e: &Envelope, previous: u64, now: u64, status: &str) -> Option<Notice> {
         let wanted = match e.dsn_notify {
             None => true,
             Some(DsnNotify::Never) => false,
@@ -680,21 +678,21 @@ impl Queue {
             let at = e.created.saturating_add(d.as_secs());
             previous < at && at <= now
         });
-        (wanted && crossed && e.sender != Sender::Null).then(|| Failure {
+        (wanted && crossed && e.sender != Sender::Null).then(|| Notice {
             envelope: e.clone(),
             action: dsn::Action::Delayed,
-            reason: e.last_error.clone().unwrap_or(LastError {
-                class: ErrorClass::Temporary,
-                text: "temporary failure".into(),
-            }),
+            text: e
+                .last_error
+                .as_ref()
+                .map_or_else(|| "temporary failure".into(), |l| l.text.clone()),
             status: status.to_owned(),
         })
     }
 
-    /// Group failures by message and report each group once.
-    fn bounce_all(&mut self, failures: Vec<Failure>) {
-        let mut by_message: Vec<Vec<Failure>> = Vec::new();
-        for f in failures {
+    /// Group notices by message and report each group once.
+    fn bounce_all(&mut self, notices: Vec<Notice>) {
+        let mut by_message: Vec<Vec<Notice>> = Vec::new();
+        for f in notices {
             match by_message.iter_mut().find(|g| {
                 g.first().is_some_and(|x| {
                     x.envelope.msgid() == f.envelope.msgid() && x.action == f.action
@@ -721,17 +719,14 @@ impl Queue {
             .last_error
             .as_ref()
             .map_or_else(String::new, |l| format!(": {}", l.text));
-        let reason = LastError {
-            class: ErrorClass::Permanent,
-            text: format!(
-                "message expired after {} days in the queue{last}",
-                e.ttl / 86_400
-            ),
-        };
-        self.bounce(vec![Failure {
+        let text = format!(
+            "message expired after {} days in the queue{last}",
+            e.ttl / 86_400
+        );
+        self.bounce(vec![Notice {
             envelope: e,
             action: dsn::Action::Failed,
-            reason,
+            text,
             status: "4.4.7".into(),
         }]);
     }
@@ -746,18 +741,18 @@ impl Queue {
             .send((QueueToScheduler::Remove { evpid: e.id.get() }, Vec::new()));
     }
 
-    /// Start a bounce for failures of one message: ask lookup how to route
+    /// Start a bounce for notices of one message: ask lookup how to route
     /// it to the sender.
-    fn bounce(&mut self, failures: Vec<Failure>) {
-        let Some(first) = failures.first() else {
+    fn bounce(&mut self, notices: Vec<Notice>) {
+        let Some(first) = notices.first() else {
             return;
         };
         let Sender::Address(to) = &first.envelope.sender else {
-            for f in &failures {
+            for f in &notices {
                 log_info!(
                     "bounce: dropping failure for {} (null sender): {}",
                     visible(&f.envelope.rcpt),
-                    visible(&f.reason.text)
+                    visible(&f.text)
                 );
                 self.done_reporting(f);
             }
@@ -779,18 +774,18 @@ impl Queue {
         let _ = self
             .lookup
             .send((ToLookup::Route { id, query }, Vec::new()));
-        self.bounces.insert(id, PendingBounce { failures });
+        self.bounces.insert(id, PendingBounce { notices });
     }
 
     fn bounce_routed(&mut self, id: u64, answer: RouteAnswer) {
         let Some(pending) = self.bounces.remove(&id) else {
             return;
         };
-        let Some(first) = pending.failures.first() else {
+        let Some(first) = pending.notices.first() else {
             return;
         };
         let rcpts = pending
-            .failures
+            .notices
             .iter()
             .map(|f| f.envelope.rcpt.as_str())
             .collect::<Vec<_>>()
@@ -804,12 +799,12 @@ impl Queue {
                         first.envelope.msgid(),
                         visible(&rcpts),
                         visible(&sender),
-                        visible(&first.reason.text)
+                        visible(&first.text)
                     );
                     // Committed (durable) before the failed envelopes go: a
                     // crash in between repeats a bounce, never loses one.
                     self.commit(0, msgid, envelopes);
-                    for f in &pending.failures {
+                    for f in &pending.notices {
                         self.done_reporting(f);
                     }
                 }
@@ -819,9 +814,11 @@ impl Queue {
                         first.envelope.msgid()
                     );
                     // A failure is tried again (and reported then); a
-                    // warning that could not be written is let go.
-                    for f in pending.failures {
+                    // warning or a success that could not be written is
+                    // let go.
+                    for f in pending.notices {
                         if f.action != dsn::Action::Failed {
+                            self.done_reporting(&f);
                             continue;
                         }
                         let evpid = f.envelope.id.get();
@@ -838,18 +835,19 @@ impl Queue {
                     first.envelope.msgid(),
                     visible(&sender),
                     visible(&text),
-                    visible(&first.reason.text)
+                    visible(&first.text)
                 );
-                for f in &pending.failures {
+                for f in &pending.notices {
                     self.done_reporting(f);
                 }
             }
         }
     }
 
-    /// After a report: a failed envelope is finished; a delayed one stays.
-    fn done_reporting(&mut self, f: &Failure) {
-        if f.action == dsn::Action::Failed {
+    /// After a report: a failed or a delivered envelope is finished; a
+    /// delayed one stays.
+    fn done_reporting(&mut self, f: &Notice) {
+        if f.action != dsn::Action::Delayed {
             self.finish(&f.envelope);
         }
     }
@@ -859,7 +857,7 @@ impl Queue {
         pending: &PendingBounce,
         deliveries: &[Planned],
     ) -> Result<(MsgId, Vec<Envelope>), String> {
-        let Some(first) = pending.failures.first() else {
+        let Some(first) = pending.notices.first() else {
             return Err("no failure to report".into());
         };
         let failed = &first.envelope;
@@ -870,12 +868,14 @@ impl Queue {
             to: failed.sender.to_string(),
             arrival_date: failed.created,
             envid: failed.dsn_envid.clone(),
-            ret: match failed.dsn_ret {
-                Some(DsnRet::Headers) => dsn::Return::Headers,
-                _ => dsn::Return::Full,
+            // RFC 3461 4.3: the full message comes back with a failure;
+            // a success or a warning carries the headers.
+            ret: match (first.action, failed.dsn_ret) {
+                (dsn::Action::Failed, None | Some(DsnRet::Full)) => dsn::Return::Full,
+                _ => dsn::Return::Headers,
             },
             recipients: pending
-                .failures
+                .notices
                 .iter()
                 .map(|f| dsn::RecipientStatus {
                     final_recipient: f.envelope.dest.clone(),
@@ -883,7 +883,8 @@ impl Queue {
                     action: f.action,
                     status: f.status.clone(),
                     remote_mta: None,
-                    diagnostic: Some(f.reason.text.clone()),
+                    diagnostic: matches!(f.action, dsn::Action::Failed | dsn::Action::Delayed)
+                        .then(|| f.text.clone()),
                     last_attempt: f.envelope.last_try.unwrap_or(now),
                     will_retry_until: (f.action == dsn::Action::Delayed)
                         .then(|| f.envelope.expires_at()),
@@ -949,6 +950,33 @@ impl Queue {
         }
         Ok((msgid, envelopes))
     }
+}
+
+/// The report a sender asked for with NOTIFY=SUCCESS, when it is ours to
+/// send (RFC 3461 section 5.2.2: "relayed" where the next hop takes no
+/// NOTIFY, nothing where it does).
+fn success_notice(envelope: &Envelope, outcome: &Outcome) -> Option<Notice> {
+    let asked = matches!(
+        envelope.dsn_notify,
+        Some(DsnNotify::On { success: true, .. })
+    );
+    if !asked || envelope.sender == Sender::Null {
+        return None;
+    }
+    let (action, text) = match outcome {
+        Outcome::Ok => (dsn::Action::Delivered, "delivered"),
+        Outcome::Relayed => (
+            dsn::Action::Relayed,
+            "relayed to a server that does not offer delivery status notifications",
+        ),
+        _ => return None,
+    };
+    Some(Notice {
+        envelope: envelope.clone(),
+        action,
+        text: text.into(),
+        status: "2.0.0".into(),
+    })
 }
 
 fn sender_of(text: &str) -> Sender {
