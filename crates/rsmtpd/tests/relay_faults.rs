@@ -154,7 +154,10 @@ fn envelope_only(helo: &str, rcpts: &[&str]) -> String {
 }
 
 /// The bytes the sink received on connection `i`, as text.
+/// Everything the daemon sent on connection `i`, once it ended (outcomes
+/// are reported before the QUIT, so the log can be ahead of the wire).
 fn received(sink: &Sink, i: usize) -> String {
+    sink.wait_closed(i, Duration::from_secs(10));
     String::from_utf8_lossy(&sink.received(i)).into_owned()
 }
 

@@ -357,26 +357,69 @@ impl Mta {
             if !out.is_empty() && stream.write_all(&out).await.is_err() {
                 return finish_or_next(outcomes, "the connection broke while writing");
             }
-            if outcomes.iter().all(Option::is_some) && s.is_done() {
+            if outcomes.iter().all(Option::is_some) {
+                // Report now: waiting for the 221 would only widen the
+                // window in which a crash makes us send the message twice.
+                if !s.is_done() {
+                    tokio::spawn(say_goodbye(s, stream));
+                }
                 return finish(outcomes, "");
             }
             match tokio::time::timeout(REPLY_TIMEOUT, stream.read(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     s.closed();
                 }
-                Ok(Ok(n)) => {
-                    let mut chunk = buf.get(..n).unwrap_or_default();
-                    while !chunk.is_empty() {
-                        let taken = s.feed(chunk);
-                        if taken == 0 {
-                            break;
-                        }
-                        chunk = chunk.get(taken..).unwrap_or_default();
-                    }
-                }
+                Ok(Ok(n)) => feed_all(&mut s, buf.get(..n).unwrap_or_default()),
                 Err(_) => return finish_or_next(outcomes, "the server did not answer in time"),
             }
         }
+    }
+}
+
+/// How long ending a session may take once its outcomes are known.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// End a session whose outcomes are already reported: QUIT as soon as the
+/// session allows, read the 221, close. Bounded by [`GOODBYE_TIMEOUT`].
+async fn say_goodbye(mut s: ClientSession, mut stream: TcpStream) {
+    let mut buf = vec![0u8; 4096];
+    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
+        let _ = s.quit();
+        loop {
+            while let Some(event) = s.poll() {
+                match event {
+                    Event::Ready | Event::TransactionDone(_) => {
+                        let _ = s.quit();
+                    }
+                    Event::Closed | Event::Failed(_) => return,
+                    _ => {}
+                }
+            }
+            let out = s.take_output();
+            if !out.is_empty() && stream.write_all(&out).await.is_err() {
+                return;
+            }
+            if s.is_done() || !s.wants_input() {
+                return;
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => feed_all(&mut s, buf.get(..n).unwrap_or_default()),
+            }
+        }
+    })
+    .await;
+}
+
+/// Give the session what was read; what it does not take (after a fatal
+/// reply) is dropped.
+fn feed_all(s: &mut ClientSession, mut chunk: &[u8]) {
+    while !chunk.is_empty() {
+        let taken = s.feed(chunk);
+        if taken == 0 {
+            break;
+        }
+        chunk = chunk.get(taken..).unwrap_or_default();
     }
 }
 
