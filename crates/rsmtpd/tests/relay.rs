@@ -487,3 +487,58 @@ fn notify_success_on_a_local_delivery_reports_delivered() {
     );
     assert!(!reports[0].contains("dave@example.org"), "{}", reports[0]);
 }
+
+#[test]
+fn a_message_past_its_ttl_is_returned_and_tried_no_more() {
+    let sink = Sink::start_on(
+        "127.0.0.12:0".parse().unwrap(),
+        Behaviour::accept().mail_tempfail_first(1000),
+    );
+    let user = rsmtpd_test_support::daemon::current_user();
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         queue ttl 3s\n\
+         action \"local\" maildir \"{{maildir}}\" user \"{user}\"\n\
+         action \"out\" relay host \"smtp://127.0.0.12:{}\"\n\
+         match from any for domain \"example.org\" action \"local\"\n\
+         match from any for domain \"remote.example\" action \"out\"\n",
+        sink.port()
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "relay-expiry",
+            body: &body,
+            args: &[],
+            env: &[("RSMTPD_RETRY_BASE_RELAY", "1")],
+        },
+    );
+    send(
+        &d,
+        "alice@example.org",
+        &["bob@remote.example"],
+        "Subject: never\r\n\r\nn",
+    );
+    let reports = d.wait_for_delivered(1, Duration::from_secs(30));
+    assert_eq!(reports.len(), 1, "log:\n{}", d.log());
+    let text = std::fs::read_to_string(&reports[0]).unwrap();
+    for want in [
+        "Subject: Delivery status notification: error",
+        "Final-Recipient: rfc822; bob@remote.example",
+        "Action: failed",
+        "Status: 4.4.7",
+        "message expired after 3 seconds in the queue",
+        "451",
+        "Content-Type: message/rfc822",
+        "Subject: never",
+    ] {
+        assert!(text.contains(want), "{want:?} not in the report:\n{text}");
+    }
+    assert!(!text.contains("Will-Retry-Until"), "{text}");
+    // Tries at 0, +1 s (the next, +4 s, is past the ttl): then no more.
+    let tries = sink.connections();
+    assert!((1..=3).contains(&tries), "{tries} connections");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sink.connections(), tries, "tried after expiry");
+    assert_eq!(d.delivered().len(), 1);
+}

@@ -719,10 +719,7 @@ impl Queue {
             .last_error
             .as_ref()
             .map_or_else(String::new, |l| format!(": {}", l.text));
-        let text = format!(
-            "message expired after {} days in the queue{last}",
-            e.ttl / 86_400
-        );
+        let text = format!("message expired after {} in the queue{last}", span(e.ttl));
         self.bounce(vec![Notice {
             envelope: e,
             action: dsn::Action::Failed,
@@ -979,6 +976,18 @@ fn success_notice(envelope: &Envelope, outcome: &Outcome) -> Option<Notice> {
     })
 }
 
+/// A queue lifetime in the largest unit that divides it ("4 days", "90
+/// seconds").
+fn span(secs: u64) -> String {
+    let (n, unit) = match secs {
+        s if s >= 86_400 && s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s >= 3_600 && s % 3_600 == 0 => (s / 3_600, "hour"),
+        s if s >= 60 && s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 fn sender_of(text: &str) -> Sender {
     if text.is_empty() {
         Sender::Null
@@ -1014,6 +1023,16 @@ fn clean_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_read_naturally() {
+        assert_eq!(span(4 * 86_400), "4 days");
+        assert_eq!(span(86_400), "1 day");
+        assert_eq!(span(7_200), "2 hours");
+        assert_eq!(span(90), "90 seconds");
+        assert_eq!(span(120), "2 minutes");
+        assert_eq!(span(1), "1 second");
+    }
 
     #[test]
     fn notify_parsing() {

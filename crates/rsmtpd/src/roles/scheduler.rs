@@ -125,7 +125,11 @@ impl Scheduler {
                         self.backoff.0
                     };
                     let n = u64::from(e.sched.retries);
-                    e.sched.next_try = now.saturating_add(base.saturating_mul(n.saturating_mul(n)));
+                    // Never past the expiry: a message expires on time,
+                    // not at the next try after it.
+                    e.sched.next_try = now
+                        .saturating_add(base.saturating_mul(n.saturating_mul(n)))
+                        .min(e.sched.expires.max(now));
                     self.waiting.insert((e.sched.next_try, evpid));
                 }
             }
@@ -271,6 +275,23 @@ mod tests {
         s.handle(QueueToScheduler::Insert(vec![sched(3, false, 0)]), 1000);
         let expiry = 1000 + 4 * 86_400;
         assert_eq!(s.due(expiry), vec![SchedulerToQueue::Expire { evpid: 3 }]);
+    }
+
+    #[test]
+    fn a_retry_never_waits_past_the_expiry() {
+        let mut s = Scheduler::new((10, 400), 10, false, false);
+        s.handle(QueueToScheduler::Insert(vec![sched(5, true, 0)]), 1000);
+        s.due(1000);
+        // The first relay retry would be at +400 s; expiry comes first.
+        s.handle(
+            QueueToScheduler::Retry { evpid: 5 },
+            1000 + 4 * 86_400 - 100,
+        );
+        assert_eq!(s.next_wakeup(), Some(1000 + 4 * 86_400));
+        assert_eq!(
+            s.due(1000 + 4 * 86_400),
+            vec![SchedulerToQueue::Expire { evpid: 5 }]
+        );
     }
 
     #[test]
