@@ -542,3 +542,51 @@ fn a_message_past_its_ttl_is_returned_and_tried_no_more() {
     assert_eq!(sink.connections(), tries, "tried after expiry");
     assert_eq!(d.delivered().len(), 1);
 }
+
+#[test]
+fn a_route_back_to_this_server_bounces_as_a_loop() {
+    // The next hop greets with the name this server answers to.
+    let sink = Sink::start_on(
+        "127.0.0.13:0".parse().unwrap(),
+        Behaviour::accept().hostname("mail.loop.example"),
+    );
+    let user = rsmtpd_test_support::daemon::current_user();
+    let body = format!(
+        "queue path \"{{spool}}\"\n\
+         listen on 127.0.0.1 port {{port}} hostname \"Mail.Loop.Example\"\n\
+         action \"local\" maildir \"{{maildir}}\" user \"{user}\"\n\
+         action \"out\" relay host \"smtp://127.0.0.13:{}\"\n\
+         match from any for domain \"example.org\" action \"local\"\n\
+         match from any for domain \"remote.example\" action \"out\"\n",
+        sink.port()
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "relay-loop",
+            body: &body,
+            args: &[],
+            env: &[],
+        },
+    );
+    send(
+        &d,
+        "alice@example.org",
+        &["bob@remote.example"],
+        "Subject: round\r\n\r\nand round",
+    );
+    let reports = d.wait_for_delivered(1, Duration::from_secs(20));
+    assert_eq!(reports.len(), 1, "log:\n{}", d.log());
+    let text = std::fs::read_to_string(&reports[0]).unwrap();
+    for want in [
+        "Action: failed",
+        "Status: 5.4.6",
+        "mail loops back to myself",
+        "Final-Recipient: rfc822; bob@remote.example",
+    ] {
+        assert!(text.contains(want), "{want:?} not in the report:\n{text}");
+    }
+    assert!(sink.transactions().is_empty(), "nothing was sent");
+    let helo = String::from_utf8_lossy(&sink.received(0)).into_owned();
+    assert!(!helo.contains("MAIL FROM"), "{helo}");
+}

@@ -495,6 +495,8 @@ pub struct ClientSession {
     body: BodyEncoder,
     /// The server may hold transaction state: RSET before the next MAIL.
     dirty: bool,
+    /// The name in the server's 220 greeting, lower case.
+    greeted_as: Option<String>,
 }
 
 impl ClientSession {
@@ -512,7 +514,14 @@ impl ClientSession {
             tx: None,
             body: BodyEncoder::new(),
             dirty: false,
+            greeted_as: None,
         }
+    }
+
+    /// The host name the server gave in its greeting (its first word),
+    /// lower case: how a route that loops back to us is recognised.
+    pub fn greeted_as(&self) -> Option<&str> {
+        self.greeted_as.as_deref()
     }
 
     pub fn capabilities(&self) -> &Capabilities {
@@ -862,7 +871,14 @@ impl ClientSession {
 
     fn on_greeting(&mut self, reply: Reply) {
         match reply.code() {
-            220 => self.hello(),
+            220 => {
+                self.greeted_as = reply
+                    .lines()
+                    .first()
+                    .and_then(|l| l.split_ascii_whitespace().next())
+                    .map(str::to_ascii_lowercase);
+                self.hello();
+            }
             _ if reply.is_positive() => self.fail(SessionError::Unexpected {
                 to: Awaiting::Greeting,
                 reply,

@@ -819,3 +819,17 @@ fn pipelining_window_bounds_commands_in_flight() {
     }
     assert!(out.ends_with(b"RCPT TO:<u249@y.example>\r\nDATA\r\n"));
 }
+
+#[test]
+fn the_greeting_names_the_server() {
+    let mut s = ClientSession::new(config(Mode::Smtp));
+    assert_eq!(s.greeted_as(), None);
+    step(&mut s, b"220 MX.Example.NET ESMTP ready\r\n");
+    assert_eq!(s.greeted_as(), Some("mx.example.net"));
+    let mut s = ClientSession::new(config(Mode::Smtp));
+    step(&mut s, b"220-first.example\r\n220 second\r\n");
+    assert_eq!(s.greeted_as(), Some("first.example"));
+    let mut s = ClientSession::new(config(Mode::Smtp));
+    step(&mut s, b"220\r\n");
+    assert_eq!(s.greeted_as(), None);
+}

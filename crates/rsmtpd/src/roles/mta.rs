@@ -63,7 +63,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         let (queue_tx, mut queue_rx) = queue.split();
         let answers = writer(queue_tx);
         let mta = Arc::new(Mta {
-            own_names: vec![start.config.hostname.clone()],
+            own_names: own_names(&start.config),
             config: start.config,
             tables,
             resolver,
@@ -115,6 +115,21 @@ struct Mta {
     own_names: Vec<String>,
     mx_port: u16,
     slots: Semaphore,
+}
+
+/// The names this server greets as: its host name and every listener's
+/// `hostname`. An MX or a greeting with one of them is us.
+fn own_names(config: &Config) -> Vec<String> {
+    let mut names = vec![config.hostname.to_ascii_lowercase()];
+    for l in &config.listeners {
+        if let Some(name) = &l.hostname {
+            let name = name.to_ascii_lowercase();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
 }
 
 /// How one attempt at one address ended.
@@ -275,6 +290,12 @@ impl Mta {
         Domain::parse_helo(&name).map_err(|_| format!("{name:?} is not a valid HELO name"))
     }
 
+    /// Whether a server greeting as `name` is this server: relaying to it
+    /// would loop (an MX, smarthost or `domain` entry pointing back here).
+    fn is_us(&self, name: Option<&str>) -> bool {
+        name.is_some_and(|n| self.own_names.iter().any(|o| o.eq_ignore_ascii_case(n)))
+    }
+
     /// One connection, one transaction.
     async fn attempt(
         &self,
@@ -317,6 +338,14 @@ impl Mta {
                 match event {
                     Event::Ready if !sent => {
                         sent = true;
+                        if mode == Mode::Smtp && self.is_us(s.greeted_as()) {
+                            let outcome = Outcome::Permanent {
+                                status: "5.4.6".into(),
+                                text: format!("{}: mail loops back to myself", hop.target.host),
+                            };
+                            tokio::spawn(say_goodbye(s, stream));
+                            return Attempt::Done(vec![outcome; count]);
+                        }
                         if let Err(e) = s.send_mail(envelope) {
                             let status = e.status().unwrap_or("5.3.4");
                             let outcome = Outcome::Permanent {
