@@ -407,5 +407,7 @@ pub enum MtaToQueue {
     Done {
         id: u64,
         outcomes: Vec<(u64, Outcome)>,
+        /// The host that gave the outcomes (DSN `Remote-MTA`), when one did.
+        remote_mta: Option<String>,
     },
 }

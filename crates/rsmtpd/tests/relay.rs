@@ -276,6 +276,11 @@ fn recipients_refused_together_get_one_report() {
     );
     assert_eq!(text.matches("Action: failed").count(), 2, "{text}");
     assert_eq!(
+        text.matches("Remote-MTA: dns; 127.0.0.9").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
         sink.wait_for_messages(1, Duration::from_secs(5))[0].rcpts,
         vec!["bob@remote.example"]
     );
@@ -435,6 +440,7 @@ fn notify_success_gets_a_relayed_report_only_where_no_dsn_follows() {
         "Final-Recipient: rfc822; bob@remote.example",
         "Action: relayed",
         "Status: 2.0.0",
+        "Remote-MTA: dns; 127.0.0.11",
         "Content-Type: text/rfc822-headers",
         "Subject: dsn",
     ] {

@@ -83,11 +83,12 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
                 let answers = answers.clone();
                 let done_tx = done_tx.clone();
                 tokio::spawn(async move {
-                    let outcomes = mta.relay(&request, message).await;
+                    let (outcomes, remote_mta) = mta.relay(&request, message).await;
                     let _ = answers.send((
                         MtaToQueue::Done {
                             id: request.id,
                             outcomes,
+                            remote_mta,
                         },
                         Vec::new(),
                     ));
@@ -142,7 +143,12 @@ enum Attempt {
 }
 
 impl Mta {
-    async fn relay(&self, req: &RelayRequest, message: OwnedFd) -> Vec<(u64, Outcome)> {
+    /// The outcomes, and the host that gave them.
+    async fn relay(
+        &self,
+        req: &RelayRequest,
+        message: OwnedFd,
+    ) -> (Vec<(u64, Outcome)>, Option<String>) {
         let all = |outcome: Outcome| {
             req.recipients
                 .iter()
@@ -150,11 +156,11 @@ impl Mta {
                 .collect::<Vec<_>>()
         };
         let Ok(_slot) = self.slots.acquire().await else {
-            return all(temporary("4.3.0", "shutting down"));
+            return (all(temporary("4.3.0", "shutting down")), None);
         };
-        let outcomes = match self.try_relay(req, message).await {
-            Ok(outcomes) => outcomes,
-            Err(outcome) => vec![outcome; req.recipients.len()],
+        let (outcomes, remote_mta) = match self.try_relay(req, message).await {
+            Ok((outcomes, host)) => (outcomes, Some(host)),
+            Err(outcome) => (vec![outcome; req.recipients.len()], None),
         };
         for (r, o) in req.recipients.iter().zip(&outcomes) {
             let (result, stat) = match o {
@@ -172,18 +178,20 @@ impl Mta {
                 visible(&stat)
             );
         }
-        req.recipients
+        let outcomes = req
+            .recipients
             .iter()
             .map(|r| r.evpid)
             .zip(outcomes)
-            .collect()
+            .collect();
+        (outcomes, remote_mta)
     }
 
     async fn try_relay(
         &self,
         req: &RelayRequest,
         message: OwnedFd,
-    ) -> Result<Vec<Outcome>, Outcome> {
+    ) -> Result<(Vec<Outcome>, String), Outcome> {
         let action = self
             .config
             .actions
@@ -218,7 +226,7 @@ impl Mta {
                     .attempt(dispatcher, hop, at, &envelope, &mut file)
                     .await
                 {
-                    Attempt::Done(outcomes) => return Ok(outcomes),
+                    Attempt::Done(outcomes) => return Ok((outcomes, hop.target.host.clone())),
                     Attempt::Next(why) => {
                         log_info!("relay: {}: {}", at, visible(&why));
                         last = format!("{} [{at}]: {why}", hop.target.host);

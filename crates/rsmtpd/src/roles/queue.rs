@@ -147,6 +147,8 @@ struct Notice {
     /// The reason or the remote server's reply, for the report and the log.
     text: String,
     status: String,
+    /// The server that gave the outcome, for relayed mail.
+    remote_mta: Option<String>,
 }
 
 /// A bounce waiting for lookup to route it: the notices of one message
@@ -192,13 +194,19 @@ impl Queue {
                     }
                     return Ok(());
                 }
-                Event::Parent(ParentToChild::Delivered { outcomes }) => self.outcomes(outcomes),
+                Event::Parent(ParentToChild::Delivered { outcomes }) => {
+                    self.outcomes(outcomes, None)
+                }
                 Event::Parent(ParentToChild::Start(_) | ParentToChild::Forward { .. }) => {}
                 Event::Smtp(msg) => self.smtp_request(msg),
                 Event::Scheduler(SchedulerToQueue::Deliver { evpids }) => self.deliver(&evpids),
                 Event::Scheduler(SchedulerToQueue::Expire { evpid }) => self.expire(evpid),
                 Event::Lookup(FromLookup::Route { id, answer }) => self.bounce_routed(id, answer),
-                Event::Mta(MtaToQueue::Done { outcomes, .. }) => self.outcomes(outcomes),
+                Event::Mta(MtaToQueue::Done {
+                    outcomes,
+                    remote_mta,
+                    ..
+                }) => self.outcomes(outcomes, remote_mta),
                 Event::Committed { id, msgid, result } => self.committed(id, msgid, result),
             }
         }
@@ -611,10 +619,11 @@ impl Queue {
 
     /// The outcomes of one attempt: remove, retry later, or bounce; the
     /// permanent notices of one message become one report.
-    fn outcomes(&mut self, outcomes: Vec<(u64, Outcome)>) {
+    fn outcomes(&mut self, outcomes: Vec<(u64, Outcome)>, remote_mta: Option<String>) {
         let mut notices: Vec<Notice> = Vec::new();
         for (evpid, outcome) in outcomes {
-            if let Some(f) = self.delivered(evpid, outcome) {
+            if let Some(mut f) = self.delivered(evpid, outcome) {
+                f.remote_mta.clone_from(&remote_mta);
                 notices.push(f);
             }
         }
@@ -660,6 +669,7 @@ impl Queue {
                 action: dsn::Action::Failed,
                 text: clean_line(&text),
                 status,
+                remote_mta: None,
             }),
         }
     }
@@ -686,6 +696,7 @@ impl Queue {
                 .as_ref()
                 .map_or_else(|| "temporary failure".into(), |l| l.text.clone()),
             status: status.to_owned(),
+            remote_mta: None,
         })
     }
 
@@ -725,6 +736,7 @@ impl Queue {
             action: dsn::Action::Failed,
             text,
             status: "4.4.7".into(),
+            remote_mta: None,
         }]);
     }
 
@@ -879,7 +891,7 @@ impl Queue {
                     original_recipient: f.envelope.dsn_orcpt.clone(),
                     action: f.action,
                     status: f.status.clone(),
-                    remote_mta: None,
+                    remote_mta: f.remote_mta.clone(),
                     diagnostic: matches!(f.action, dsn::Action::Failed | dsn::Action::Delayed)
                         .then(|| f.text.clone()),
                     last_attempt: f.envelope.last_try.unwrap_or(now),
@@ -973,6 +985,7 @@ fn success_notice(envelope: &Envelope, outcome: &Outcome) -> Option<Notice> {
         action,
         text: text.into(),
         status: "2.0.0".into(),
+        remote_mta: None,
     })
 }
 
