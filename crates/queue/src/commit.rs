@@ -187,9 +187,15 @@ mod tests {
                 r
             }));
         }
-        // All five stage and then wait for the round.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        // All five stage and then wait for the round. Staging fsyncs,
+        // which can take seconds on a busy disk: the bound is generous.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while c.lock().pending_tickets.len() < 5 {
+            if rx.try_recv().is_ok() {
+                // A caller returned without waiting: show why.
+                let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+                panic!("a caller returned before its round: {results:?}");
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "callers did not arrive"
