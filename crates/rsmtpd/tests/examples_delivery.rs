@@ -1,5 +1,6 @@
 //! OpenSMTPD's reference example configs 01, 03, 06, 08 and 09, run as
-//! they are written and delivering real mail, as root.
+//! they are written and delivering real mail, as root (01's relaying
+//! half also as any user).
 //!
 //! Each test reads the example from the reference directory and rewrites
 //! only what cannot work on this machine, line by line and visibly (every
@@ -20,6 +21,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rsmtpd_test_support::daemon::{Client, Daemon, Setup};
+use rsmtpd_test_support::dns::{DnsServer, Zone};
+use rsmtpd_test_support::sink::{Behaviour, Sink};
 use rsmtpd_test_support::{reference_dir, temp_dir};
 
 fn smtpd() -> &'static Path {
@@ -319,6 +322,59 @@ fn example_01_default_maildir_with_aliases() {
         .unwrap();
     assert!(line.starts_with("delivery: TempFail for "), "{line}");
     assert!(line.contains("/nonexistent/Maildir"), "{line}");
+}
+
+/// 01's second half: mail from a local client to any other domain is
+/// relayed by MX (`action "relay" relay`, `match from local for any`).
+/// The MX comes from a test DNS server, the delivery port from
+/// RSMTPD_MX_PORT; no root needed.
+#[test]
+fn example_01_relays_local_mail_by_mx() {
+    let sink = Sink::start_on("127.0.0.14:0".parse().unwrap(), Behaviour::accept());
+    let dns = DnsServer::start(
+        Zone::new()
+            .mx("remote.example", 10, "mx.remote.example")
+            .a("mx.remote.example", [127, 0, 0, 14]),
+    );
+    let files = files_dir("ex01r-files");
+    std::fs::write(files.join("aliases"), "ex01-root: root\n").unwrap();
+    let conf = example("01-default-smtpd.conf");
+    let conf = rewrite_line(
+        &conf,
+        "table aliases file:/etc/mail/aliases",
+        &format!("table aliases file:{}/aliases", files.display()),
+        1,
+    );
+    let conf = rewrite_line(
+        &conf,
+        "listen on localhost",
+        "listen on localhost port {port}",
+        1,
+    );
+    let conf = with_queue_path(&conf);
+    let resolver = dns.addr().to_string();
+    let port = sink.port().to_string();
+    let d = start(
+        "ex01r",
+        &conf,
+        &[("RSMTPD_RESOLVER", &resolver), ("RSMTPD_MX_PORT", &port)],
+    );
+    send(
+        &d,
+        "alice@example.org",
+        "bob@remote.example",
+        "Subject: 01 out\r\n\r\nrelayed",
+    );
+    let got = sink.wait_for_messages(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "log:\n{}", d.log());
+    assert_eq!(got[0].mail_from, "alice@example.org");
+    assert_eq!(got[0].rcpts, vec!["bob@remote.example"]);
+    let data = String::from_utf8_lossy(&got[0].data);
+    assert!(
+        data.ends_with("Subject: 01 out\r\n\r\nrelayed\r\n"),
+        "{data}"
+    );
+    d.wait_for_log("relay: Ok for ", Duration::from_secs(10));
 }
 
 // ------------------------------------------------------------------- 03
