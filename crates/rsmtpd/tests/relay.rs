@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rsmtpd_test_support::daemon::{Client, Daemon, Setup};
 use rsmtpd_test_support::dns::{DnsServer, Zone};
-use rsmtpd_test_support::sink::{Behaviour, Sink};
+use rsmtpd_test_support::sink::{Behaviour, Sink, Stage};
 
 fn smtpd() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_smtpd"))
@@ -595,4 +595,40 @@ fn a_route_back_to_this_server_bounces_as_a_loop() {
     assert!(sink.transactions().is_empty(), "nothing was sent");
     let helo = String::from_utf8_lossy(&sink.received(0)).into_owned();
     assert!(!helo.contains("MAIL FROM"), "{helo}");
+}
+
+#[test]
+fn connections_to_one_host_stay_within_the_mta_limit() {
+    // A slow server: each transaction keeps its connection for 600 ms.
+    let sink = Sink::start_on(
+        "127.0.0.15:0".parse().unwrap(),
+        Behaviour::accept().stage_delay(Stage::Dot, Duration::from_millis(600)),
+    );
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         mta limit max-conn-per-host 2\n\
+         action \"out\" relay host \"smtp://127.0.0.15:{}\"\n\
+         match from any for domain \"remote.example\" action \"out\"\n",
+        sink.port()
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "relay-limit",
+            body: &body,
+            args: &[],
+            env: &[],
+        },
+    );
+    for i in 0..8 {
+        send(
+            &d,
+            "alice@example.org",
+            &[&format!("r{i}@remote.example")],
+            &format!("Subject: {i}\r\n\r\nmessage {i}"),
+        );
+    }
+    let got = sink.wait_for_messages(8, Duration::from_secs(30));
+    assert_eq!(got.len(), 8, "log:\n{}", d.log());
+    assert_eq!(sink.max_concurrent(), 2, "at most 2 at once, and 2 used");
 }

@@ -536,6 +536,9 @@ struct State {
     messages: Vec<Message>,
     streams: Vec<TcpStream>,
     threads: Vec<JoinHandle<()>>,
+    /// Connections open now, and the most ever open at once.
+    open: usize,
+    max_open: usize,
 }
 
 struct Shared {
@@ -654,6 +657,11 @@ impl Sink {
         self.shared.lock().conns.len()
     }
 
+    /// The most connections that were ever open at the same time.
+    pub fn max_concurrent(&self) -> usize {
+        self.shared.lock().max_open
+    }
+
     /// Connection `i`'s transcript (empty if there is no such connection).
     pub fn transcript(&self, i: usize) -> Transcript {
         let state = self.shared.lock();
@@ -763,6 +771,8 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, behaviour: &Arc<Beh
                 transcript: Transcript::default(),
                 closed: false,
             });
+            state.open += 1;
+            state.max_open = state.max_open.max(state.open);
             state.conns.len() - 1
         };
         shared.cond.notify_all();
@@ -771,6 +781,8 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, behaviour: &Arc<Beh
             mark_closed(shared, index);
             continue;
         }
+        // Replies go out at once, as a real server's would.
+        let _ = stream.set_nodelay(true);
         let clone = stream.try_clone();
         let s = Arc::clone(shared);
         let b = Arc::clone(behaviour);
@@ -797,9 +809,14 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, behaviour: &Arc<Beh
 }
 
 fn mark_closed(shared: &Shared, index: usize) {
-    if let Some(c) = shared.lock().conns.get_mut(index) {
+    let mut state = shared.lock();
+    if let Some(c) = state.conns.get_mut(index)
+        && !c.closed
+    {
         c.closed = true;
+        state.open = state.open.saturating_sub(1);
     }
+    drop(state);
     shared.cond.notify_all();
 }
 

@@ -122,6 +122,9 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // A reply goes out when the session writes it; Nagle
+                    // would hold a short one for the client's delayed ACK.
+                    let _ = stream.set_nodelay(true);
                     let Some(slot) = SessionSlot::take(&shared, peer.ip()) else {
                         refuse_busy(stream);
                         continue;

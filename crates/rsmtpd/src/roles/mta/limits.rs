@@ -1,0 +1,148 @@
+//! How many connections the mta opens at once, so that a queue of
+//! thousands of messages for one domain does not hit its servers with
+//! thousands of connections (OpenSMTPD's `mta limit` keys):
+//!
+//! - per host address: `max-conn-per-host` and `max-conn-per-route`; the
+//!   mta connects from one source, so a route is a host and the smaller
+//!   of the two applies (default 5);
+//! - per recipient domain: `max-conn-per-domain` (default 100).
+//!
+//! `mta limit for domain D` overrides both for D. A transaction waits for
+//! its permits; the role's overall limit bounds how many wait.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use rsmtpd_config::model::{MtaLimits, MtaOptions};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Idle entries are dropped once a map holds more than this many keys.
+const PRUNE_ABOVE: usize = 1024;
+
+pub struct Limits {
+    options: MtaOptions,
+    hosts: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+    domains: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// Held while a connection is open or a transaction under way.
+pub type Permit = OwnedSemaphorePermit;
+
+impl Limits {
+    pub fn new(options: MtaOptions) -> Limits {
+        Limits {
+            options,
+            hosts: Mutex::new(HashMap::new()),
+            domains: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn of(&self, domain: &str) -> &MtaLimits {
+        self.options
+            .domain_limits
+            .get(&domain.to_ascii_lowercase())
+            .unwrap_or(&self.options.limits)
+    }
+
+    /// A transaction for `domain` may start. `None` only when closing.
+    pub async fn domain(&self, domain: &str) -> Option<Permit> {
+        let size = self.of(domain).max_conn_per_domain;
+        slot(&self.domains, domain.to_ascii_lowercase(), size)
+            .acquire_owned()
+            .await
+            .ok()
+    }
+
+    /// A connection to `ip` (for a recipient of `domain`) may open.
+    pub async fn host(&self, domain: &str, ip: IpAddr) -> Option<Permit> {
+        let l = self.of(domain);
+        let size = l.max_conn_per_host.min(l.max_conn_per_route);
+        slot(&self.hosts, ip, size).acquire_owned().await.ok()
+    }
+}
+
+/// The semaphore for `key`, made with `size` permits (at least one) the
+/// first time. Entries nobody holds or waits for are forgotten when the
+/// map grows large.
+fn slot<K: Eq + Hash>(
+    map: &Mutex<HashMap<K, Arc<Semaphore>>>,
+    key: K,
+    size: u64,
+) -> Arc<Semaphore> {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() > PRUNE_ABOVE {
+        // Permits and waiters hold clones: a count of one means idle.
+        map.retain(|_, s| Arc::strong_count(s) > 1);
+    }
+    let permits = usize::try_from(size)
+        .unwrap_or(usize::MAX)
+        .clamp(1, Semaphore::MAX_PERMITS);
+    map.entry(key)
+        .or_insert_with(|| Arc::new(Semaphore::new(permits)))
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(per_host: u64, per_route: u64, per_domain: u64) -> Limits {
+        let mut options = MtaOptions::default();
+        options.limits.max_conn_per_host = per_host;
+        options.limits.max_conn_per_route = per_route;
+        options.limits.max_conn_per_domain = per_domain;
+        Limits::new(options)
+    }
+
+    #[tokio::test]
+    async fn the_smaller_of_host_and_route_applies_per_address() {
+        let l = limits(3, 2, 100);
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        let a = l.host("example.org", ip).await;
+        let b = l.host("example.org", ip).await;
+        assert!(a.is_some() && b.is_some());
+        let third = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            l.host("example.org", ip),
+        )
+        .await;
+        assert!(third.is_err(), "a third connection to one host waits");
+        // Another host is not affected.
+        assert!(l.host("example.org", [192, 0, 2, 2].into()).await.is_some());
+        drop(a);
+        assert!(l.host("example.org", ip).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_domain_override_applies_to_its_domain_only() {
+        let mut options = MtaOptions::default();
+        let one = MtaLimits {
+            max_conn_per_domain: 1,
+            ..MtaLimits::default()
+        };
+        options.domain_limits.insert("slow.example".into(), one);
+        let l = Limits::new(options);
+        let _held = l.domain("SLOW.example").await;
+        let second = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            l.domain("slow.example"),
+        )
+        .await;
+        assert!(second.is_err());
+        assert!(l.domain("fast.example").await.is_some());
+    }
+
+    #[test]
+    fn idle_entries_are_forgotten_when_the_map_is_large() {
+        let map = Mutex::new(HashMap::new());
+        for i in 0..=PRUNE_ABOVE as u32 {
+            slot(&map, i, 1);
+        }
+        let held = slot(&map, u32::MAX, 1);
+        let len = map.lock().unwrap().len();
+        assert!(len <= 2, "{len}");
+        drop(held);
+    }
+}
