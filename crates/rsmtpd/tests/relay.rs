@@ -111,6 +111,22 @@ fn mx_records_lead_to_the_preferred_host_then_the_next() {
         log.contains("127.0.0.4"),
         "the first MX was tried first:\n{log}"
     );
+    // The unreachable MX is spared for a while: the next message goes
+    // straight to the second one.
+    send(
+        &d,
+        "alice@example.org",
+        &["carol@remote.example"],
+        "Subject: mx2\r\n\r\nagain",
+    );
+    let got = sink.wait_for_messages(2, Duration::from_secs(30));
+    assert_eq!(got.len(), 2, "log:\n{}", d.log());
+    let log = d.log();
+    let tries = log
+        .lines()
+        .filter(|l| l.starts_with(&format!("relay: 127.0.0.4:{port}: connect")))
+        .count();
+    assert_eq!(tries, 1, "{log}");
 }
 
 #[test]

@@ -9,11 +9,16 @@
 //!
 //! `mta limit for domain D` overrides both for D. A transaction waits for
 //! its permits; the role's overall limit bounds how many wait.
+//!
+//! An address that could not be connected to is skipped by every
+//! transaction for [`PENALTY`], so that a dead host (which costs a connect
+//! timeout each time) does not hold connections and slots for everyone.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rsmtpd_config::model::{MtaLimits, MtaOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -21,10 +26,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Idle entries are dropped once a map holds more than this many keys.
 const PRUNE_ABOVE: usize = 1024;
 
+/// How long an address that refused or ignored a connection is skipped.
+pub const PENALTY: Duration = Duration::from_secs(60);
+
 pub struct Limits {
     options: MtaOptions,
     hosts: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Addresses that could not be reached: until when, and why.
+    penalties: Mutex<HashMap<SocketAddr, (Instant, String)>>,
 }
 
 /// Held while a connection is open or a transaction under way.
@@ -36,6 +46,33 @@ impl Limits {
             options,
             hosts: Mutex::new(HashMap::new()),
             domains: Mutex::new(HashMap::new()),
+            penalties: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `at` could not be reached: skip it for [`PENALTY`].
+    pub fn penalise(&self, at: SocketAddr, why: &str) {
+        let mut map = self.penalties.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if map.len() > PRUNE_ABOVE {
+            map.retain(|_, (until, _)| *until > now);
+        }
+        map.insert(at, (now + PENALTY, why.to_owned()));
+    }
+
+    /// Why `at` is skipped now, if it is.
+    pub fn penalty(&self, at: SocketAddr) -> Option<String> {
+        let mut map = self.penalties.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&at) {
+            Some((until, why)) if *until > Instant::now() => Some(format!(
+                "not tried: unreachable less than {} s ago ({why})",
+                PENALTY.as_secs()
+            )),
+            Some(_) => {
+                map.remove(&at);
+                None
+            }
+            None => None,
         }
     }
 
@@ -132,6 +169,21 @@ mod tests {
         .await;
         assert!(second.is_err());
         assert!(l.domain("fast.example").await.is_some());
+    }
+
+    #[test]
+    fn an_unreachable_address_is_skipped_for_a_while() {
+        let l = limits(5, 5, 100);
+        let at: SocketAddr = "192.0.2.1:25".parse().unwrap();
+        assert_eq!(l.penalty(at), None);
+        l.penalise(at, "connect: Connection refused");
+        let why = l.penalty(at).unwrap();
+        assert!(why.contains("Connection refused"), "{why}");
+        assert_eq!(l.penalty("192.0.2.1:26".parse().unwrap()), None);
+        // Expired penalties are forgotten.
+        l.penalties.lock().unwrap().get_mut(&at).unwrap().0 = Instant::now();
+        assert_eq!(l.penalty(at), None);
+        assert!(l.penalties.lock().unwrap().is_empty());
     }
 
     #[test]

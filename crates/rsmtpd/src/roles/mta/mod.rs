@@ -142,9 +142,12 @@ fn own_names(config: &Config) -> Vec<String> {
 enum Attempt {
     /// Every recipient has its outcome.
     Done(Vec<Outcome>),
-    /// Nothing was decided (could not connect, 4xx greeting, the session
-    /// broke before any recipient): try the next address.
+    /// Nothing was decided (4xx greeting, the session broke before any
+    /// recipient): try the next address.
     Next(String),
+    /// Could not connect: try the next address, and spare this one for a
+    /// while.
+    Unreachable(String),
 }
 
 impl Mta {
@@ -230,19 +233,26 @@ impl Mta {
             }
             for addr in &hop.addrs {
                 let at = SocketAddr::new(*addr, hop.target.port);
+                if let Some(why) = self.limits.penalty(at) {
+                    last = format!("{} [{at}]: {why}", hop.target.host);
+                    continue;
+                }
                 let Some(_connection) = self.limits.host(&req.domain, *addr).await else {
                     return Err(temporary("4.3.0", "shutting down"));
                 };
-                match self
+                let why = match self
                     .attempt(dispatcher, hop, at, &envelope, &mut file)
                     .await
                 {
                     Attempt::Done(outcomes) => return Ok((outcomes, hop.target.host.clone())),
-                    Attempt::Next(why) => {
-                        log_info!("relay: {}: {}", at, visible(&why));
-                        last = format!("{} [{at}]: {why}", hop.target.host);
+                    Attempt::Next(why) => why,
+                    Attempt::Unreachable(why) => {
+                        self.limits.penalise(at, &why);
+                        why
                     }
-                }
+                };
+                log_info!("relay: {}: {}", at, visible(&why));
+                last = format!("{} [{at}]: {why}", hop.target.host);
             }
         }
         Err(temporary("4.4.1", &last))
@@ -334,8 +344,8 @@ impl Mta {
         };
         let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect(source, at)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Attempt::Next(format!("connect: {e}")),
-            Err(_) => return Attempt::Next("connect: timed out".into()),
+            Ok(Err(e)) => return Attempt::Unreachable(format!("connect: {e}")),
+            Err(_) => return Attempt::Unreachable("connect: timed out".into()),
         };
         let mode = match hop.target.protocol {
             Protocol::Smtp => Mode::Smtp,
