@@ -648,3 +648,53 @@ fn connections_to_one_host_stay_within_the_mta_limit() {
     assert_eq!(got.len(), 8, "log:\n{}", d.log());
     assert_eq!(sink.max_concurrent(), 2, "at most 2 at once, and 2 used");
 }
+
+#[test]
+fn a_connection_carries_several_messages_then_is_closed_when_idle() {
+    let sink = Sink::start_on("127.0.0.16:0".parse().unwrap(), Behaviour::accept());
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         mta limit session-mail-max 2\n\
+         mta limit session-keepalive 2\n\
+         action \"out\" relay host \"smtp://127.0.0.16:{}\"\n\
+         match from any for domain \"remote.example\" action \"out\"\n",
+        sink.port()
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "relay-reuse",
+            body: &body,
+            args: &[],
+            env: &[],
+        },
+    );
+    for i in 1..=3 {
+        send(
+            &d,
+            "alice@example.org",
+            &[&format!("r{i}@remote.example")],
+            &format!("Subject: {i}\r\n\r\nmessage {i}"),
+        );
+        let got = sink.wait_for_messages(i, Duration::from_secs(20));
+        assert_eq!(got.len(), i, "log:\n{}", d.log());
+    }
+    // Two messages on the first connection (session-mail-max 2), the third
+    // on a second one.
+    assert_eq!(sink.connections(), 2, "log:\n{}", d.log());
+    let conn = |i: usize| String::from_utf8_lossy(&sink.received(i)).into_owned();
+    assert!(sink.wait_closed(0, Duration::from_secs(5)));
+    let first = conn(0);
+    assert_eq!(first.matches("MAIL FROM:").count(), 2, "{first}");
+    assert_eq!(first.matches("EHLO ").count(), 1, "{first}");
+    assert!(first.ends_with(".\r\nQUIT\r\n"), "{first}");
+    // The second stays open while idle, then the keepalive (2 s) ends it.
+    assert!(
+        !sink.wait_closed(1, Duration::from_millis(500)),
+        "closed at once"
+    );
+    assert!(sink.wait_closed(1, Duration::from_secs(10)), "not closed");
+    let second = conn(1);
+    assert_eq!(second.matches("MAIL FROM:").count(), 1, "{second}");
+    assert!(second.ends_with(".\r\nQUIT\r\n"), "{second}");
+}

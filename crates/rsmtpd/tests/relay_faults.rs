@@ -25,10 +25,16 @@ fn smtpd() -> &'static Path {
 
 /// A daemon relaying `remote.example` to the sink at `sink` and
 /// delivering `example.org` (where bounces go) to its Maildir.
+/// Each transaction on a connection of its own: the transcripts the tests
+/// check are per connection.
 fn start(name: &str, sink: SocketAddr, env: &[(&str, &str)]) -> Daemon {
+    start_with(name, sink, "mta limit session-mail-max 1\n", env)
+}
+
+fn start_with(name: &str, sink: SocketAddr, extra: &str, env: &[(&str, &str)]) -> Daemon {
     let user = current_user();
     let body = format!(
-        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n{extra}\
          action \"out\" relay host \"smtp://{sink}\"\n\
          action \"local\" maildir \"{{maildir}}\" user \"{user}\"\n\
          match from any for domain \"remote.example\" action \"out\"\n\
@@ -846,7 +852,13 @@ fn kill_9_while_relaying_loses_nothing_acknowledged() {
     let mut behaviour = Behaviour::accept().idle_timeout(Duration::from_secs(10));
     behaviour.max_connections = 100_000;
     let sink = Sink::start_on("127.0.0.3:0".parse().unwrap(), behaviour);
-    let mut d = start("rf-crash", sink.addr(), &[("RSMTPD_RETRY_BASE_RELAY", "1")]);
+    // Connections are kept between transactions, as by default.
+    let mut d = start_with(
+        "rf-crash",
+        sink.addr(),
+        "",
+        &[("RSMTPD_RETRY_BASE_RELAY", "1")],
+    );
     let run = format!("{:x}", seed & 0xffff_ffff);
     let addr = d.addr();
     let sent = Arc::new(AtomicUsize::new(0));

@@ -528,6 +528,11 @@ impl ClientSession {
         &self.caps
     }
 
+    /// True between transactions: a new one may start (or QUIT).
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Idle
+    }
+
     /// True once the session ended (closed or failed).
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done

@@ -491,8 +491,10 @@ RCPT TO:<c@y.example>\r\n"
 fn two_transactions_on_one_session() {
     let mut s = ready(Mode::Smtp, EHLO_PIPE);
     for round in 0..2 {
+        assert!(s.is_idle(), "round {round}");
         s.send_mail(&envelope("a@x.example", &["b@y.example"]))
             .unwrap();
+        assert!(!s.is_idle());
         assert_eq!(
             drain(&mut s).0,
             b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\n",
@@ -504,8 +506,10 @@ fn two_transactions_on_one_session() {
         let (_, ev) = step(&mut s, b"250 2.0.0 queued\r\n");
         assert_eq!(outcome_codes(&ev), [(0, "ok", 250)]);
         assert!(matches!(ev.last(), Some(Event::TransactionDone(_))));
+        assert!(s.is_idle());
     }
     s.quit().unwrap();
+    assert!(!s.is_idle());
     assert_eq!(drain(&mut s).0, b"QUIT\r\n");
 }
 

@@ -9,6 +9,7 @@
 //! route that requires TLS fails temporarily (the TLS issue adds it).
 
 mod limits;
+mod pool;
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
@@ -21,7 +22,7 @@ use rsmtpd_mta::resolve::{Hop, Resolver};
 use rsmtpd_mta::route::{self, Protocol, Random, TlsMode, XorShift};
 use rsmtpd_smtp_proto::address::{Charset, Domain, ForwardPath, ReversePath, XText};
 use rsmtpd_smtp_proto::client::{
-    ClientConfig, ClientSession, Envelope, Event, Mode, RecipientOutcome,
+    ClientConfig, ClientSession, Envelope, Event, Mode, RecipientOutcome, SendError,
 };
 use rsmtpd_smtp_proto::command::{Body, MailParams, NotifyOn, Orcpt, RcptParams, Ret};
 use rsmtpd_smtp_proto::reply::Reply;
@@ -67,12 +68,32 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         let mta = Arc::new(Mta {
             own_names: own_names(&start.config),
             limits: limits::Limits::new(start.config.mta.clone()),
+            pool: pool::Pool::new(
+                Duration::from_secs(start.config.mta.limits.session_keepalive),
+                usize::try_from(
+                    (start.config.mta.limits.max_conn_per_host)
+                        .min(start.config.mta.limits.max_conn_per_route),
+                )
+                .unwrap_or(1),
+            ),
+            session_mail_max: start.config.mta.limits.session_mail_max,
             config: start.config,
             tables,
             resolver,
             rng: Mutex::new(rng),
             mx_port: start.tuning.mx_port,
             slots: Semaphore::new(MAX_SESSIONS),
+        });
+        // Idle connections past the keepalive are ended once a second.
+        let reaper = mta.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                for idle in reaper.pool.expired() {
+                    tokio::spawn(say_goodbye(idle.session, idle.stream));
+                }
+            }
         });
         let (done_tx, mut done) = mpsc::unbounded_channel::<()>();
         let serve = async {
@@ -121,6 +142,10 @@ struct Mta {
     slots: Semaphore,
     /// Connections per host and transactions per domain (`mta limit`).
     limits: limits::Limits,
+    /// Sessions waiting for their next transaction.
+    pool: pool::Pool,
+    /// Transactions per connection at most (`session-mail-max`).
+    session_mail_max: u64,
 }
 
 /// The names this server greets as: its host name and every listener's
@@ -325,7 +350,9 @@ impl Mta {
         name.is_some_and(|n| self.own_names.iter().any(|o| o.eq_ignore_ascii_case(n)))
     }
 
-    /// One connection, one transaction.
+    /// One transaction at `at`: on a connection kept from an earlier one
+    /// when there is one (and on a new one if that fails before anything
+    /// was decided), else on a new connection.
     async fn attempt(
         &self,
         dispatcher: &RelayDispatcher,
@@ -342,23 +369,76 @@ impl Mta {
             Ok(name) => name,
             Err(why) => return Attempt::Next(why),
         };
-        let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect(source, at)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Attempt::Unreachable(format!("connect: {e}")),
-            Err(_) => return Attempt::Unreachable("connect: timed out".into()),
-        };
         let mode = match hop.target.protocol {
             Protocol::Smtp => Mode::Smtp,
             Protocol::Lmtp => Mode::Lmtp,
         };
-        let mut s = ClientSession::new(ClientConfig { mode, helo });
+        let key = pool::Key {
+            at,
+            source,
+            helo: helo.to_string(),
+            lmtp: mode == Mode::Lmtp,
+        };
+        if let Some(idle) = self.pool.take(&key) {
+            let kept = self
+                .transact(
+                    hop,
+                    &key,
+                    idle.session,
+                    idle.stream,
+                    idle.mails,
+                    envelope,
+                    file,
+                )
+                .await;
+            match kept {
+                // The server may have closed it meanwhile: a new one.
+                Attempt::Next(why) | Attempt::Unreachable(why) => {
+                    log_info!("relay: {}: kept connection failed: {}", at, visible(&why));
+                }
+                done @ Attempt::Done(_) => return done,
+            }
+        }
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect(source, at)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Attempt::Unreachable(format!("connect: {e}")),
+            Err(_) => return Attempt::Unreachable("connect: timed out".into()),
+        };
+        let session = ClientSession::new(ClientConfig { mode, helo });
+        self.transact(hop, &key, session, stream, 0, envelope, file)
+            .await
+    }
+
+    /// Drive one transaction on session `s`, new (`mails` = 0: it starts at
+    /// the greeting) or kept (idle, after `mails` transactions). Afterwards
+    /// the session is kept for the next one, or ended.
+    #[allow(clippy::too_many_arguments)]
+    async fn transact(
+        &self,
+        hop: &Hop,
+        key: &pool::Key,
+        mut s: ClientSession,
+        mut stream: TcpStream,
+        mails: u64,
+        envelope: &Envelope,
+        file: &mut tokio::fs::File,
+    ) -> Attempt {
+        let mode = if key.lmtp { Mode::Lmtp } else { Mode::Smtp };
         let count = envelope.recipients().len();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
-        let mut sent = false;
         let mut buf = vec![0u8; 16 * 1024];
         let mut body = vec![0u8; 16 * 1024];
         if let Err(e) = tokio::io::AsyncSeekExt::rewind(file).await {
+            tokio::spawn(say_goodbye(s, stream));
             return Attempt::Next(format!("message: {e}"));
+        }
+        let mut sent = false;
+        let mut done = false;
+        if mails > 0 {
+            sent = true;
+            if let Err(e) = s.send_mail(envelope) {
+                return refused(e, count);
+            }
         }
         // Bounded: every turn reads or writes something, and each read has
         // a timeout.
@@ -376,12 +456,7 @@ impl Mta {
                             return Attempt::Done(vec![outcome; count]);
                         }
                         if let Err(e) = s.send_mail(envelope) {
-                            let status = e.status().unwrap_or("5.3.4");
-                            let outcome = Outcome::Permanent {
-                                status: status.into(),
-                                text: e.to_string(),
-                            };
-                            return Attempt::Done(vec![outcome; count]);
+                            return refused(e, count);
                         }
                     }
                     Event::Ready => {
@@ -398,30 +473,32 @@ impl Mta {
                             *slot = Some(recipient_outcome(&outcome, mode, s.capabilities().dsn));
                         }
                     }
-                    // One transaction per connection for now: say goodbye.
-                    Event::TransactionDone(_) => {
-                        let _ = s.quit();
+                    Event::TransactionDone(_) => done = true,
+                    Event::Closed => {
+                        return finish_or_next(outcomes, "the server closed the connection");
                     }
-                    Event::Closed => return finish(outcomes, "the server closed the connection"),
-                    Event::Failed(e) => {
-                        if outcomes.iter().all(Option::is_none) {
-                            return Attempt::Next(e.to_string());
-                        }
-                        return finish(outcomes, &e.to_string());
-                    }
+                    Event::Failed(e) => return finish_or_next(outcomes, &e.to_string()),
                 }
             }
             let out = s.take_output();
             if !out.is_empty() && stream.write_all(&out).await.is_err() {
                 return finish_or_next(outcomes, "the connection broke while writing");
             }
-            if outcomes.iter().all(Option::is_some) {
-                // Report now: waiting for the 221 would only widen the
-                // window in which a crash makes us send the message twice.
-                if !s.is_done() {
+            if done || outcomes.iter().all(Option::is_some) {
+                // Report now: waiting for a 221 would only widen the window
+                // in which a crash makes us send the message twice.
+                let mails = mails.saturating_add(1);
+                if done && s.is_idle() && mails < self.session_mail_max {
+                    if let Some(idle) = self
+                        .pool
+                        .park(key.clone(), pool::Idle::new(s, stream, mails))
+                    {
+                        tokio::spawn(say_goodbye(idle.session, idle.stream));
+                    }
+                } else if !s.is_done() {
                     tokio::spawn(say_goodbye(s, stream));
                 }
-                return finish(outcomes, "");
+                return finish(outcomes, "the server did not answer for this recipient");
             }
             match tokio::time::timeout(REPLY_TIMEOUT, stream.read(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => {
@@ -431,6 +508,21 @@ impl Mta {
                 Err(_) => return finish_or_next(outcomes, "the server did not answer in time"),
             }
         }
+    }
+}
+
+/// The client refused to send the message: a bounce when the refusal is
+/// about the message (too big, needs SMTPUTF8), else another try.
+fn refused(e: SendError, count: usize) -> Attempt {
+    match e.status() {
+        Some(status) => Attempt::Done(vec![
+            Outcome::Permanent {
+                status: status.into(),
+                text: e.to_string(),
+            };
+            count
+        ]),
+        None => Attempt::Next(e.to_string()),
     }
 }
 
