@@ -1,9 +1,10 @@
 //! The mta role: outbound SMTP. For each transaction the queue hands over
 //! (recipients of one domain and action, and the message's fd), it routes
 //! (smarthost, `domain <table>` or MX), connects to each candidate in turn
-//! and drives the sans-IO client session, then reports one outcome per
-//! recipient. As root it is `_smtpd` in an empty chroot; the resolver's
-//! configuration and the tables are read before the chroot.
+//! (or reuses a kept connection, [`pool`]) within the connection limits
+//! ([`limits`]), drives the sans-IO client session, then reports one
+//! outcome per recipient. As root it is `_smtpd` in an empty chroot; the
+//! resolver's configuration and the tables are read before the chroot.
 //!
 //! TLS is not spoken yet: opportunistic STARTTLS is not attempted, and a
 //! route that requires TLS fails temporarily (the TLS issue adds it).
