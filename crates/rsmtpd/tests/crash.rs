@@ -5,14 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rsmtpd_test_support::daemon::{Client, Daemon, Setup, default_body};
+use rsmtpd_test_support::load::{LoadClient, Rng};
 
 fn smtpd() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_smtpd"))
@@ -44,100 +44,6 @@ fn alive(d: &Daemon) -> bool {
     state.is_some() && state != Some("Z")
 }
 
-/// xorshift64*: enough randomness for kill moments, reproducible by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-/// An SMTP client that reports errors instead of panicking: the server
-/// may vanish at any byte.
-struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-type Res<T> = Result<T, String>;
-
-impl Conn {
-    fn connect(addr: SocketAddr) -> Res<Conn> {
-        let s =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        let writer = s.try_clone().map_err(|e| e.to_string())?;
-        let mut c = Conn {
-            reader: BufReader::new(s),
-            writer,
-        };
-        let greeting = c.reply()?;
-        if !greeting.starts_with("220 ") {
-            return Err(format!("greeting {greeting:?}"));
-        }
-        let ehlo = c.cmd("EHLO crash.example")?;
-        if !ehlo.starts_with("250") {
-            return Err(format!("EHLO {ehlo:?}"));
-        }
-        Ok(c)
-    }
-
-    fn reply(&mut self) -> Res<String> {
-        let mut out = String::new();
-        for _ in 0..100 {
-            let mut line = String::new();
-            let n = self
-                .reader
-                .read_line(&mut line)
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("connection closed".into());
-            }
-            out.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Ok(out);
-            }
-        }
-        Err("reply too long".into())
-    }
-
-    fn cmd(&mut self, line: &str) -> Res<String> {
-        self.writer
-            .write_all(format!("{line}\r\n").as_bytes())
-            .map_err(|e| e.to_string())?;
-        self.reply()
-    }
-
-    /// One transaction; Ok(true) when the message got its 250.
-    fn message(&mut self, token: &str) -> Res<bool> {
-        let expect = |r: String, code: &str| {
-            if r.starts_with(code) {
-                Ok(())
-            } else {
-                Err(format!("unexpected reply {r:?}"))
-            }
-        };
-        expect(self.cmd("MAIL FROM:<loader@example.net>")?, "250")?;
-        expect(self.cmd("RCPT TO:<sink@example.org>")?, "250")?;
-        expect(self.cmd("DATA")?, "354")?;
-        let r = self.cmd(&format!(
-            "Subject: {token}\r\nX-Token: {token}\r\n\r\nmessage {token}\r\n."
-        ))?;
-        Ok(r.starts_with("250 "))
-    }
-}
-
 /// What the client saw.
 #[derive(Default)]
 struct Outcome {
@@ -154,7 +60,7 @@ struct Outcome {
 fn load(addr: SocketAddr, run: &str, sent: &AtomicUsize, stop: &AtomicBool) -> Outcome {
     let mut out = Outcome::default();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<LoadClient> = None;
     let mut on_conn = 0;
     for i in 0..MESSAGES {
         if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
@@ -170,7 +76,7 @@ fn load(addr: SocketAddr, run: &str, sent: &AtomicUsize, stop: &AtomicBool) -> O
         let give_up = Instant::now() + Duration::from_secs(30);
         while conn.is_none() && Instant::now() < give_up.min(deadline) {
             tries += 1;
-            match Conn::connect(addr) {
+            match LoadClient::connect(addr, "crash.example") {
                 Ok(c) => {
                     conn = Some(c);
                     out.connects += 1;
@@ -191,7 +97,8 @@ fn load(addr: SocketAddr, run: &str, sent: &AtomicUsize, stop: &AtomicBool) -> O
         };
         out.sent += 1;
         sent.store(out.sent, Ordering::Relaxed);
-        match c.message(&token) {
+        let data = format!("Subject: {token}\r\nX-Token: {token}\r\n\r\nmessage {token}");
+        match c.message(&["sink@example.org".to_string()], &data) {
             Ok(true) => {
                 out.acked.insert(token);
                 on_conn += 1;

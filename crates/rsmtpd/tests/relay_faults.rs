@@ -7,14 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rsmtpd_test_support::daemon::{Client, Daemon, Setup, current_user};
+use rsmtpd_test_support::load::{LoadClient, Rng};
 use rsmtpd_test_support::sink::{
     Action, Behaviour, Conns, Malformed, Message, Sink, Stage, Transcript,
 };
@@ -635,100 +635,6 @@ const KILLS: usize = 4;
 /// 250 and the removal of the envelopes.
 const IN_FLIGHT: usize = 100;
 
-/// xorshift64*: enough randomness for kill moments, reproducible by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-type Res<T> = Result<T, String>;
-
-/// An SMTP client that reports errors instead of panicking: the daemon
-/// may vanish at any byte.
-struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Conn {
-    fn connect(addr: SocketAddr) -> Res<Conn> {
-        let s =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        let writer = s.try_clone().map_err(|e| e.to_string())?;
-        let mut c = Conn {
-            reader: BufReader::new(s),
-            writer,
-        };
-        let greeting = c.reply()?;
-        if !greeting.starts_with("220 ") {
-            return Err(format!("greeting {greeting:?}"));
-        }
-        let ehlo = c.cmd("EHLO loader.example")?;
-        if !ehlo.starts_with("250") {
-            return Err(format!("EHLO {ehlo:?}"));
-        }
-        Ok(c)
-    }
-
-    fn reply(&mut self) -> Res<String> {
-        let mut out = String::new();
-        for _ in 0..100 {
-            let mut line = String::new();
-            let n = self
-                .reader
-                .read_line(&mut line)
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("connection closed".into());
-            }
-            out.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Ok(out);
-            }
-        }
-        Err("reply too long".into())
-    }
-
-    fn cmd(&mut self, line: &str) -> Res<String> {
-        self.writer
-            .write_all(format!("{line}\r\n").as_bytes())
-            .map_err(|e| e.to_string())?;
-        self.reply()
-    }
-
-    /// One transaction; Ok(true) when the message got its 250.
-    fn message(&mut self, token: &str, rcpts: &[String]) -> Res<bool> {
-        let expect = |r: String, code: &str| {
-            if r.starts_with(code) {
-                Ok(())
-            } else {
-                Err(format!("unexpected reply {r:?}"))
-            }
-        };
-        expect(self.cmd("MAIL FROM:<loader@example.net>")?, "250")?;
-        for r in rcpts {
-            expect(self.cmd(&format!("RCPT TO:<{r}>"))?, "250")?;
-        }
-        expect(self.cmd("DATA")?, "354")?;
-        let r = self.cmd(&format!("Subject: {token}\r\n\r\nmessage {token}\r\n."))?;
-        Ok(r.starts_with("250 "))
-    }
-}
-
 /// The recipients of message `i`: one, or two for every fourth message
 /// (one relay transaction, two envelopes).
 fn rcpts_of(i: usize) -> Vec<String> {
@@ -755,7 +661,7 @@ struct Outcome {
 fn load(addr: SocketAddr, run: &str, sent: &AtomicUsize, stop: &AtomicBool) -> Outcome {
     let mut out = Outcome::default();
     let deadline = Instant::now() + Duration::from_secs(100);
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<LoadClient> = None;
     let mut on_conn = 0;
     for i in 0..MESSAGES {
         if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
@@ -766,7 +672,7 @@ fn load(addr: SocketAddr, run: &str, sent: &AtomicUsize, stop: &AtomicBool) -> O
         let give_up = Instant::now() + Duration::from_secs(30);
         let mut last = String::new();
         while conn.is_none() && Instant::now() < give_up.min(deadline) {
-            match Conn::connect(addr) {
+            match LoadClient::connect(addr, "loader.example") {
                 Ok(c) => {
                     conn = Some(c);
                     out.connects += 1;
@@ -784,7 +690,8 @@ fn load(addr: SocketAddr, run: &str, sent: &AtomicUsize, stop: &AtomicBool) -> O
         };
         out.sent += 1;
         sent.store(out.sent, Ordering::Relaxed);
-        match c.message(&token, &rcpts) {
+        let data = format!("Subject: {token}\r\n\r\nmessage {token}");
+        match c.message(&rcpts, &data) {
             Ok(true) => {
                 out.acked_messages += 1;
                 for r in rcpts {

@@ -31,4 +31,5 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 pub mod daemon;
 pub mod dns;
+pub mod load;
 pub mod sink;
