@@ -1,6 +1,6 @@
-//! OpenSMTPD's reference example configs 01, 03, 06, 08 and 09, run as
+//! OpenSMTPD's reference example configs 01, 02, 03, 06, 08 and 09, run as
 //! they are written and delivering real mail, as root (01's relaying
-//! half also as any user).
+//! half and 02 as any user).
 //!
 //! Each test reads the example from the reference directory and rewrites
 //! only what cannot work on this machine, line by line and visibly (every
@@ -375,6 +375,66 @@ fn example_01_relays_local_mail_by_mx() {
         "{data}"
     );
     d.wait_for_log("relay: Ok for ", Duration::from_secs(10));
+}
+
+// ------------------------------------------------------------------- 02
+
+/// 02: a smarthost that requires TLS, with credentials. TLS is not there
+/// yet (the TLS issue), and what must hold meanwhile is that nothing goes
+/// out in plaintext: the smarthost never even sees a connection, the
+/// message stays queued and is retried, nothing bounces.
+#[test]
+fn example_02_sends_nothing_without_tls() {
+    let sink = Sink::start_on("127.0.0.17:0".parse().unwrap(), Behaviour::accept());
+    let files = files_dir("ex02-files");
+    std::fs::write(files.join("aliases"), "ex02-root: root\n").unwrap();
+    std::fs::write(files.join("secrets"), "bob bob:s3cret\n").unwrap();
+    let conf = example("02-smarthost-relay-auth.conf");
+    let conf = rewrite_line(
+        &conf,
+        "table aliases file:/etc/mail/aliases",
+        &format!("table aliases file:{}/aliases", files.display()),
+        1,
+    );
+    let conf = rewrite_line(
+        &conf,
+        "table secrets file:/etc/mail/secrets",
+        &format!("table secrets file:{}/secrets", files.display()),
+        1,
+    );
+    let conf = rewrite_line(&conf, "listen on lo0", "listen on 127.0.0.1 port {port}", 1);
+    let conf = rewrite(
+        &conf,
+        "smtp+tls://bob@smtp.example.com",
+        &format!("smtp+tls://bob@127.0.0.17:{}", sink.port()),
+        1,
+    );
+    let conf = with_queue_path(&conf);
+    let d = start("ex02", &conf, &[("RSMTPD_RETRY_BASE_RELAY", "1")]);
+    send(
+        &d,
+        "alice@example.org",
+        "bob@remote.example",
+        "Subject: 02\r\n\r\nneeds TLS",
+    );
+    d.wait_for_log("relay: TempFail for ", Duration::from_secs(20));
+    // Retried (after 1 s), still without a connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let tries = loop {
+        let n = d.log().matches("relay: TempFail for ").count();
+        if n >= 2 || Instant::now() >= deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = d.log();
+    assert!(tries >= 2, "{log}");
+    assert!(
+        log.contains("TLS is required and not available yet"),
+        "{log}"
+    );
+    assert_eq!(sink.connections(), 0, "a plaintext connection was made");
+    assert!(!log.contains("bounce:"), "{log}");
 }
 
 // ------------------------------------------------------------------- 03
