@@ -698,3 +698,50 @@ fn a_connection_carries_several_messages_then_is_closed_when_idle() {
     assert_eq!(second.matches("MAIL FROM:").count(), 1, "{second}");
     assert!(second.ends_with(".\r\nQUIT\r\n"), "{second}");
 }
+
+#[test]
+fn smtputf8_mail_to_a_server_without_smtputf8_bounces() {
+    let sink = Sink::start_on("127.0.0.18:0".parse().unwrap(), Behaviour::accept());
+    let user = rsmtpd_test_support::daemon::current_user();
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         action \"local\" maildir \"{{maildir}}\" user \"{user}\"\n\
+         action \"out\" relay host \"smtp://127.0.0.18:{}\"\n\
+         match from any for domain \"example.org\" action \"local\"\n\
+         match from any for domain \"remote.example\" action \"out\"\n",
+        sink.port()
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "relay-utf8",
+            body: &body,
+            args: &[],
+            env: &[],
+        },
+    );
+    let mut c = Client::connect(d.addr());
+    c.cmd("EHLO client.example");
+    let r = c.cmd("MAIL FROM:<alice@example.org> SMTPUTF8");
+    assert!(r.starts_with("250"), "{r}");
+    let r = c.cmd("RCPT TO:<jürgen@remote.example>");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c.cmd("Subject: utf8\r\n\r\nu\r\n.").starts_with("250"));
+    c.cmd("QUIT");
+    let reports = d.wait_for_delivered(1, Duration::from_secs(20));
+    assert_eq!(reports.len(), 1, "log:\n{}", d.log());
+    let text = std::fs::read_to_string(&reports[0]).unwrap();
+    for want in ["Action: failed", "Status: 5.6.7", "SMTPUTF8"] {
+        assert!(text.contains(want), "{want:?} not in the report:\n{text}");
+    }
+    assert!(sink.transactions().is_empty(), "nothing was sent");
+    // The session ends politely.
+    assert!(sink.wait_closed(0, Duration::from_secs(10)));
+    let wire = String::from_utf8_lossy(&sink.received(0)).into_owned();
+    assert!(
+        wire.starts_with("EHLO ") && wire.ends_with("\r\nQUIT\r\n"),
+        "{wire:?}"
+    );
+    assert!(!wire.contains("MAIL FROM"), "{wire:?}");
+}

@@ -438,6 +438,7 @@ impl Mta {
         if mails > 0 {
             sent = true;
             if let Err(e) = s.send_mail(envelope) {
+                tokio::spawn(say_goodbye(s, stream));
                 return refused(e, count);
             }
         }
@@ -457,6 +458,7 @@ impl Mta {
                             return Attempt::Done(vec![outcome; count]);
                         }
                         if let Err(e) = s.send_mail(envelope) {
+                            tokio::spawn(say_goodbye(s, stream));
                             return refused(e, count);
                         }
                     }
