@@ -181,22 +181,28 @@ fn make_dir(path: &Path) -> io::Result<()> {
 }
 
 /// Makes sure `path` is a real directory (not a symlink) of mode 0700,
-/// creating it if missing. Returns whether it was created.
+/// creating it if missing. Returns whether it was just created (by us or
+/// by a concurrent caller): the caller then makes its name durable, and
+/// does not rely on the other caller's fsync having happened yet.
 fn ensure_dir(path: &Path) -> Result<bool, SpoolError> {
+    let not_a_dir = || SpoolError::NotADirectory {
+        path: path.to_owned(),
+    };
     let created = match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => false,
-        Ok(_) => {
-            return Err(SpoolError::NotADirectory {
-                path: path.to_owned(),
-            });
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            make_dir(path).map_err(io_err("mkdir", path))?;
-            true
-        }
+        Ok(_) => return Err(not_a_dir()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match make_dir(path) {
+            Ok(()) => true,
+            // Another commit made it between our stat and our mkdir.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => true,
+            Err(e) => return Err(io_err("mkdir", path)(e)),
+        },
         Err(e) => return Err(io_err("stat", path)(e)),
     };
     let meta = fs::symlink_metadata(path).map_err(io_err("stat", path))?;
+    if !meta.is_dir() {
+        return Err(not_a_dir());
+    }
     // The umask may have taken bits away, and an old tree may have more.
     if meta.permissions().mode() & 0o7777 != 0o700 {
         fs::set_permissions(path, fs::Permissions::from_mode(0o700))
@@ -761,6 +767,40 @@ pub(crate) mod tests {
 
     /// A crash after each step of the commit protocol: the restarted queue
     /// has the whole message or nothing of it.
+    /// Commits racing to create the same bucket both succeed, and both
+    /// are told to make its name durable.
+    #[test]
+    fn concurrent_creation_of_one_directory_succeeds_for_everyone() {
+        let dir = TestDir::new("ensure-race");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        for round in 0..50 {
+            let path = dir.path().join(format!("b{round}"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let path = path.clone();
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        ensure_dir(&path)
+                    })
+                })
+                .collect();
+            for h in handles {
+                let created = h.join().unwrap();
+                assert!(matches!(created, Ok(true) | Ok(false)), "{created:?}");
+            }
+            assert!(path.is_dir());
+        }
+        // A file in the way is still an error.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            ensure_dir(&file),
+            Err(SpoolError::NotADirectory { .. })
+        ));
+    }
+
     #[test]
     fn crash_at_each_commit_step_is_all_or_nothing() {
         let steps = [
