@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,6 +34,28 @@ fn start(name: &str, action: &str, env: &[(&str, &str)]) -> Daemon {
     let body = format!(
         "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
          action \"out\" relay {action}\n\
+         match from any for domain \"remote.example\" action \"out\"\n"
+    );
+    Daemon::start(
+        smtpd(),
+        &Setup {
+            name,
+            body: &body,
+            args: &[],
+            env,
+        },
+    )
+}
+
+/// Local delivery for example.org (where reports to alice go), relaying
+/// for remote.example to `sink`; `extra` lines go before the actions.
+fn start_reporting(name: &str, sink: SocketAddr, extra: &str, env: &[(&str, &str)]) -> Daemon {
+    let user = rsmtpd_test_support::daemon::current_user();
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n{extra}\
+         action \"local\" maildir \"{{maildir}}\" user \"{user}\"\n\
+         action \"out\" relay host \"smtp://{sink}\"\n\
+         match from any for domain \"example.org\" action \"local\"\n\
          match from any for domain \"remote.example\" action \"out\"\n"
     );
     Daemon::start(
@@ -244,24 +267,7 @@ fn recipients_refused_together_get_one_report() {
             .refuse_rcpt("nobody@remote.example")
             .refuse_rcpt("noone@remote.example"),
     );
-    let user = rsmtpd_test_support::daemon::current_user();
-    let body = format!(
-        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
-         action \"local\" maildir \"{{maildir}}\" user \"{user}\"\n\
-         action \"out\" relay host \"smtp://127.0.0.9:{}\"\n\
-         match from any for domain \"example.org\" action \"local\"\n\
-         match from any for domain \"remote.example\" action \"out\"\n",
-        sink.port()
-    );
-    let d = Daemon::start(
-        smtpd(),
-        &Setup {
-            name: "relay-report",
-            body: &body,
-            args: &[],
-            env: &[],
-        },
-    );
+    let d = start_reporting("relay-report", sink.addr(), "", &[]);
     send(
         &d,
         "alice@example.org",
@@ -309,24 +315,11 @@ fn a_long_delay_is_reported_once_per_warn_interval() {
         "127.0.0.10:0".parse().unwrap(),
         Behaviour::accept().mail_tempfail_first(1000),
     );
-    let user = rsmtpd_test_support::daemon::current_user();
-    let body = format!(
-        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
-         bounce warn-interval 2s\n\
-         action \"local\" maildir \"{{maildir}}\" user \"{user}\"\n\
-         action \"out\" relay host \"smtp://127.0.0.10:{}\"\n\
-         match from any for domain \"example.org\" action \"local\"\n\
-         match from any for domain \"remote.example\" action \"out\"\n",
-        sink.port()
-    );
-    let d = Daemon::start(
-        smtpd(),
-        &Setup {
-            name: "relay-delay",
-            body: &body,
-            args: &[],
-            env: &[("RSMTPD_RETRY_BASE_RELAY", "1")],
-        },
+    let d = start_reporting(
+        "relay-delay",
+        sink.addr(),
+        "bounce warn-interval 2s\n",
+        &[("RSMTPD_RETRY_BASE_RELAY", "1")],
     );
     send(
         &d,
@@ -417,33 +410,11 @@ fn a_source_table_gives_the_address_and_helo_src_its_name() {
     assert_eq!(peer.ip().to_string(), "127.0.0.7");
 }
 
-/// Local delivery for example.org (where reports to alice go), relaying
-/// for remote.example to `port` on 127.0.0.11.
-fn start_reporting(name: &str, port: u16) -> Daemon {
-    let user = rsmtpd_test_support::daemon::current_user();
-    let body = format!(
-        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
-         action \"local\" maildir \"{{maildir}}\" user \"{user}\"\n\
-         action \"out\" relay host \"smtp://127.0.0.11:{port}\"\n\
-         match from any for domain \"example.org\" action \"local\"\n\
-         match from any for domain \"remote.example\" action \"out\"\n"
-    );
-    Daemon::start(
-        smtpd(),
-        &Setup {
-            name,
-            body: &body,
-            args: &[],
-            env: &[],
-        },
-    )
-}
-
 #[test]
 fn notify_success_gets_a_relayed_report_only_where_no_dsn_follows() {
     // The next hop does not offer DSN: the report is ours, "relayed".
     let plain = Sink::start_on("127.0.0.11:0".parse().unwrap(), Behaviour::accept());
-    let d = start_reporting("relay-success", plain.port());
+    let d = start_reporting("relay-success", plain.addr(), "", &[]);
     send_with_dsn(&d);
     assert_eq!(plain.wait_for_messages(1, Duration::from_secs(20)).len(), 1);
     let reports = d.wait_for_delivered(1, Duration::from_secs(20));
@@ -469,7 +440,7 @@ fn notify_success_gets_a_relayed_report_only_where_no_dsn_follows() {
         "127.0.0.11:0".parse().unwrap(),
         Behaviour::accept().dsn(true),
     );
-    let d = start_reporting("relay-success-dsn", dsn.port());
+    let d = start_reporting("relay-success-dsn", dsn.addr(), "", &[]);
     send_with_dsn(&d);
     assert_eq!(dsn.wait_for_messages(1, Duration::from_secs(20)).len(), 1);
     d.wait_for_log("relay: Ok for ", Duration::from_secs(10));
@@ -480,7 +451,7 @@ fn notify_success_gets_a_relayed_report_only_where_no_dsn_follows() {
 #[test]
 fn notify_success_on_a_local_delivery_reports_delivered() {
     let plain = Sink::start_on("127.0.0.11:0".parse().unwrap(), Behaviour::accept());
-    let d = start_reporting("local-success", plain.port());
+    let d = start_reporting("local-success", plain.addr(), "", &[]);
     let mut c = Client::connect(d.addr());
     c.cmd("EHLO client.example");
     assert!(c.cmd("MAIL FROM:<alice@example.org>").starts_with("250"));
@@ -516,24 +487,11 @@ fn a_message_past_its_ttl_is_returned_and_tried_no_more() {
         "127.0.0.12:0".parse().unwrap(),
         Behaviour::accept().mail_tempfail_first(1000),
     );
-    let user = rsmtpd_test_support::daemon::current_user();
-    let body = format!(
-        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
-         queue ttl 3s\n\
-         action \"local\" maildir \"{{maildir}}\" user \"{user}\"\n\
-         action \"out\" relay host \"smtp://127.0.0.12:{}\"\n\
-         match from any for domain \"example.org\" action \"local\"\n\
-         match from any for domain \"remote.example\" action \"out\"\n",
-        sink.port()
-    );
-    let d = Daemon::start(
-        smtpd(),
-        &Setup {
-            name: "relay-expiry",
-            body: &body,
-            args: &[],
-            env: &[("RSMTPD_RETRY_BASE_RELAY", "1")],
-        },
+    let d = start_reporting(
+        "relay-expiry",
+        sink.addr(),
+        "queue ttl 3s\n",
+        &[("RSMTPD_RETRY_BASE_RELAY", "1")],
     );
     send(
         &d,
@@ -702,24 +660,7 @@ fn a_connection_carries_several_messages_then_is_closed_when_idle() {
 #[test]
 fn smtputf8_mail_to_a_server_without_smtputf8_bounces() {
     let sink = Sink::start_on("127.0.0.18:0".parse().unwrap(), Behaviour::accept());
-    let user = rsmtpd_test_support::daemon::current_user();
-    let body = format!(
-        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
-         action \"local\" maildir \"{{maildir}}\" user \"{user}\"\n\
-         action \"out\" relay host \"smtp://127.0.0.18:{}\"\n\
-         match from any for domain \"example.org\" action \"local\"\n\
-         match from any for domain \"remote.example\" action \"out\"\n",
-        sink.port()
-    );
-    let d = Daemon::start(
-        smtpd(),
-        &Setup {
-            name: "relay-utf8",
-            body: &body,
-            args: &[],
-            env: &[],
-        },
-    );
+    let d = start_reporting("relay-utf8", sink.addr(), "", &[]);
     let mut c = Client::connect(d.addr());
     c.cmd("EHLO client.example");
     let r = c.cmd("MAIL FROM:<alice@example.org> SMTPUTF8");
