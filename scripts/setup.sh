@@ -4,7 +4,7 @@
 # drops to. Safe to run again. Called by the README's set-up and by .ci/run.
 set -euo pipefail
 
-packages=(swaks openssl python3 strace dovecot-lmtpd)
+packages=(swaks libnet-ssleay-perl openssl python3 strace dovecot-lmtpd)
 
 need=()
 for p in "${packages[@]}"; do

@@ -31,8 +31,10 @@ pub const HEADER_LEN: usize = 8;
 pub const MAX_PAYLOAD_LEN: usize = 1024 * 1024;
 /// Largest whole frame.
 pub const MAX_FRAME_LEN: usize = HEADER_LEN + MAX_PAYLOAD_LEN;
-/// Most file descriptors one frame may carry.
-pub const MAX_FDS: usize = 4;
+/// Most file descriptors one frame may carry. The start frame of the smtp
+/// process carries its links and every listening socket (`listen on
+/// localhost` alone is two), so this is well above what messages need.
+pub const MAX_FDS: usize = 128;
 
 /// How much the decoder asks to read at a time when it does not need more
 /// for the frame in progress.
@@ -450,8 +452,12 @@ mod tests {
     #[test]
     fn too_many_fds_declared() {
         let mut d = FrameDecoder::new();
-        d.push(&[MAGIC, VERSION, 0, 0, 0, 0, 5, 0]);
-        assert_eq!(d.next_frame(), Err(FrameError::TooManyFds { count: 5 }));
+        let over = u8::try_from(MAX_FDS + 1).unwrap();
+        d.push(&[MAGIC, VERSION, 0, 0, 0, 0, over, 0]);
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::TooManyFds { count: MAX_FDS + 1 })
+        );
     }
 
     #[test]

@@ -285,8 +285,12 @@ pub fn target_from_url(url: &RelayUrl, tls: RelayTls) -> Result<Target, RouteErr
 /// The action's `tls [no-verify]` makes opportunistic TLS mandatory and
 /// asks for verification; it does not turn on TLS where the URL said
 /// `smtp+notls://` or `lmtp://` (the config checker refuses that pairing).
+/// A URL that makes TLS mandatory (`smtp+tls://`, `smtps://`) verifies
+/// the certificate unless the action says `tls no-verify`: TLS that any
+/// man in the middle can answer protects nothing worth insisting on.
 fn apply_tls_option(mode: TlsMode, tls: RelayTls) -> (TlsMode, bool) {
     match (mode, tls) {
+        (TlsMode::Starttls | TlsMode::Implicit, RelayTls::Opportunistic) => (mode, true),
         (_, RelayTls::Opportunistic) => (mode, false),
         (TlsMode::Opportunistic, RelayTls::Required { verify }) => (TlsMode::Starttls, verify),
         (TlsMode::Plain, RelayTls::Required { .. }) => (TlsMode::Plain, false),

@@ -140,7 +140,12 @@ fn relay_urls_of_every_protocol_with_and_without_port() {
         assert_eq!(t.tls, *tls, "{url}");
         assert_eq!(t.label, None, "{url}");
         assert_eq!(t.preference, None, "{url}");
-        assert!(!t.verify, "{url}");
+        // Mandatory TLS from the URL verifies; opportunistic never does.
+        assert_eq!(
+            t.verify,
+            matches!(tls, TlsMode::Starttls | TlsMode::Implicit),
+            "{url}"
+        );
     }
 }
 

@@ -32,11 +32,14 @@ pub enum Role {
     Lookup,
     Mta,
     Control,
+    Crypto,
 }
 
 impl Role {
-    /// The roles the parent starts, each as its own process.
-    pub const CHILDREN: [Role; 6] = [
+    /// The roles the parent starts, each as its own process. crypto comes
+    /// first: smtp and mta ask it for the certificates as they start.
+    pub const CHILDREN: [Role; 7] = [
+        Role::Crypto,
         Role::Smtp,
         Role::Queue,
         Role::Scheduler,
@@ -54,6 +57,7 @@ impl Role {
             Role::Lookup => "lookup",
             Role::Mta => "mta",
             Role::Control => "control",
+            Role::Crypto => "crypto",
         }
     }
 
@@ -102,6 +106,8 @@ pub enum ParentToChild {
     Delivered { outcomes: Vec<(u64, Outcome)> },
     /// To lookup: a user's .forward, read as that user.
     Forward { id: u64, result: ForwardResult },
+    /// To lookup: the verdict on a system account's password.
+    Password { id: u64, verdict: AuthVerdict },
 }
 
 /// A `.forward` as the parent read it.
@@ -132,6 +138,33 @@ pub enum ChildToParent {
     Deliver(Box<LocalDelivery>),
     /// From lookup: read this user's .forward.
     ReadForward { id: u64, owner: ForwardOwner },
+    /// From lookup: check a system account's password (shadow file).
+    CheckPassword {
+        id: u64,
+        user: String,
+        password: Secret,
+    },
+}
+
+/// A password in transit. Its `Debug` never shows it, so no log line can.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The answer to an AUTH attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthVerdict {
+    Accepted,
+    /// Unknown user or wrong password: the client cannot tell which.
+    Rejected,
+    /// The credentials could not be checked (a table failed, an
+    /// unsupported hash); the reason is for the log, not the client.
+    Unavailable(String),
 }
 
 /// A local delivery request: what the parent needs to pick the users and
@@ -234,12 +267,42 @@ pub enum RouteAnswer {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToLookup {
-    Route { id: u64, query: RouteQuery },
+    Route {
+        id: u64,
+        query: RouteQuery,
+    },
+    /// AUTH: check `user`'s password in the listener's credentials table,
+    /// or the system accounts when there is none.
+    Authenticate {
+        id: u64,
+        table: Option<rsmtpd_config::model::TableId>,
+        user: String,
+        password: Secret,
+    },
+    /// `senders <table>`: may this authenticated user send as `sender`?
+    Sender {
+        id: u64,
+        table: rsmtpd_config::model::TableId,
+        user: String,
+        sender: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromLookup {
-    Route { id: u64, answer: RouteAnswer },
+    Route {
+        id: u64,
+        answer: RouteAnswer,
+    },
+    Authenticated {
+        id: u64,
+        verdict: AuthVerdict,
+    },
+    /// `None`: the table could not answer.
+    Sender {
+        id: u64,
+        allowed: Option<bool>,
+    },
 }
 
 // ------------------------------------------------------------ smtp <-> queue
@@ -410,4 +473,34 @@ pub enum MtaToQueue {
         /// The host that gave the outcomes (DSN `Remote-MTA`), when one did.
         remote_mta: Option<String>,
     },
+}
+
+// ------------------------------------------------------ smtp/mta <-> crypto
+
+/// Requests to the crypto process, which alone holds the private keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToCrypto {
+    /// The certificates and key descriptions of every pki, in config order.
+    Describe,
+    /// Sign a handshake message with the key of pki `key`.
+    Sign {
+        key: usize,
+        scheme: u16,
+        message: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromCrypto {
+    Pkis(Vec<PkiPublic>),
+    Signed(Result<Vec<u8>, String>),
+}
+
+/// The public half of a pki: what smtp and mta may know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PkiPublic {
+    pub name: String,
+    /// The certificate chain, DER, leaf first.
+    pub chain: Vec<Vec<u8>>,
+    pub key: rsmtpd_tls::PublicKeyInfo,
 }

@@ -18,6 +18,7 @@ mod privsep;
 mod quickstart;
 mod roles;
 mod smtpd;
+mod tls;
 mod tuning;
 
 fn main() -> ExitCode {

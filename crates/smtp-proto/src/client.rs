@@ -259,6 +259,8 @@ pub enum Awaiting {
     Helo,
     Lhlo,
     StartTls,
+    /// A step of AUTH (RFC 4954).
+    Auth,
     Mail,
     /// The RCPT of this recipient (index into the envelope).
     Rcpt(usize),
@@ -281,6 +283,7 @@ impl fmt::Display for Awaiting {
             Awaiting::Helo => f.write_str("HELO"),
             Awaiting::Lhlo => f.write_str("LHLO"),
             Awaiting::StartTls => f.write_str("STARTTLS"),
+            Awaiting::Auth => f.write_str("AUTH"),
             Awaiting::Mail => f.write_str("MAIL"),
             Awaiting::Rcpt(i) => write!(f, "RCPT #{i}"),
             Awaiting::Data => f.write_str("DATA"),
@@ -344,6 +347,8 @@ pub enum SendError {
     TooBig { size: u64, max: u64 },
     #[error("the server does not offer STARTTLS")]
     StartTlsNotOffered,
+    #[error("the server offers neither AUTH PLAIN nor AUTH LOGIN")]
+    AuthNotOffered,
 }
 
 impl SendError {
@@ -352,7 +357,7 @@ impl SendError {
         match self {
             SendError::Smtputf8NotOffered => Some("5.6.7"),
             SendError::TooBig { .. } => Some("5.3.4"),
-            SendError::NotReady | SendError::StartTlsNotOffered => None,
+            SendError::NotReady | SendError::StartTlsNotOffered | SendError::AuthNotOffered => None,
         }
     }
 }
@@ -390,9 +395,9 @@ enum Phase {
     /// STARTTLS sent, waiting for 220.
     StartTls,
     /// The caller is doing TLS; nothing may be read until it is done.
-    // AUTH (later issue): an `Auth` phase goes after `Idle` is first
-    // reached, driven by the caller's SASL mechanism, before any MAIL.
     Handshake,
+    /// AUTH sent, waiting for 334 or 235.
+    Auth,
     Idle,
     /// MAIL and RCPTs in flight.
     Envelope,
@@ -497,6 +502,9 @@ pub struct ClientSession {
     dirty: bool,
     /// The name in the server's 220 greeting, lower case.
     greeted_as: Option<String>,
+    /// What AUTH still has to send, in base64, answering each 334.
+    auth_steps: VecDeque<String>,
+    authenticated: bool,
 }
 
 impl ClientSession {
@@ -515,6 +523,8 @@ impl ClientSession {
             body: BodyEncoder::new(),
             dirty: false,
             greeted_as: None,
+            auth_steps: VecDeque::new(),
+            authenticated: false,
         }
     }
 
@@ -700,6 +710,38 @@ impl ClientSession {
         Ok(())
     }
 
+    /// Authenticates with PLAIN (preferred) or LOGIN, whichever the server
+    /// offers. On success [`Event::Ready`] comes again; a refusal fails the
+    /// session. The caller sends credentials only over TLS.
+    pub fn authenticate(&mut self, user: &str, password: &[u8]) -> Result<(), SendError> {
+        if self.phase != Phase::Idle || self.authenticated {
+            return Err(SendError::NotReady);
+        }
+        let offered = |m: &str| self.caps.auth.iter().any(|a| a == m);
+        if offered("PLAIN") {
+            let line = format!(
+                "AUTH PLAIN {}\r\n",
+                crate::sasl::encode_plain(user, password)
+            );
+            self.write(Awaiting::Auth, line.as_bytes());
+        } else if offered("LOGIN") {
+            self.auth_steps = VecDeque::from([
+                crate::sasl::encode_b64(user.as_bytes()),
+                crate::sasl::encode_b64(password),
+            ]);
+            self.write(Awaiting::Auth, b"AUTH LOGIN\r\n");
+        } else {
+            return Err(SendError::AuthNotOffered);
+        }
+        self.phase = Phase::Auth;
+        Ok(())
+    }
+
+    /// True once the server accepted our credentials.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
     /// TLS is up: forget what the server said in plaintext and introduce
     /// ourselves again (RFC 3207 4.2).
     pub fn tls_established(&mut self) -> Result<(), SendError> {
@@ -829,10 +871,13 @@ impl ClientSession {
         // Only DATA may be answered with 3xx, and only with 354; DATA
         // answered with 2xx would leave us not knowing what the server
         // thinks the following bytes are.
-        let misfit = if to == Awaiting::Data {
-            reply.is_positive() || (reply.is_intermediate() && reply.code() != 354)
-        } else {
-            reply.is_intermediate()
+        let misfit = match to {
+            Awaiting::Data => {
+                reply.is_positive() || (reply.is_intermediate() && reply.code() != 354)
+            }
+            // 334 is how AUTH goes on; `on_auth` checks the rest.
+            Awaiting::Auth => false,
+            _ => reply.is_intermediate(),
         };
         if misfit {
             return self.fail(SessionError::Unexpected { to, reply });
@@ -842,6 +887,7 @@ impl ClientSession {
             Awaiting::Ehlo | Awaiting::Lhlo => self.on_ehlo(to, reply),
             Awaiting::Helo => self.on_helo(reply),
             Awaiting::StartTls => self.on_starttls(reply),
+            Awaiting::Auth => self.on_auth(reply),
             Awaiting::Rset => {
                 if reply.is_positive() {
                     self.pump();
@@ -934,6 +980,34 @@ impl ClientSession {
                 to: Awaiting::StartTls,
                 reply,
             });
+        }
+    }
+
+    fn on_auth(&mut self, reply: Reply) {
+        match reply.code() {
+            235 => {
+                self.authenticated = true;
+                self.auth_steps.clear();
+                self.ready();
+            }
+            334 => match self.auth_steps.pop_front() {
+                Some(step) => {
+                    let line = format!("{step}\r\n");
+                    self.write(Awaiting::Auth, line.as_bytes());
+                }
+                // A challenge more than the mechanism has steps: cancel.
+                None => self.fail(SessionError::Unexpected {
+                    to: Awaiting::Auth,
+                    reply,
+                }),
+            },
+            _ => {
+                self.auth_steps.clear();
+                self.fail(SessionError::Refused {
+                    to: Awaiting::Auth,
+                    reply,
+                })
+            }
         }
     }
 

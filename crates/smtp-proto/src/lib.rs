@@ -7,6 +7,7 @@
 //! - [`data`]: the DATA reader (CRLF.CRLF framing, dot-unstuffing, limits).
 //! - [`server`]: the server session state machine.
 //! - [`received`]: the `Received:` header.
+//! - [`sasl`]: the PLAIN and LOGIN exchanges of AUTH, decoded strictly.
 
 pub mod address;
 pub mod client;
@@ -14,4 +15,5 @@ pub mod command;
 pub mod data;
 pub mod received;
 pub mod reply;
+pub mod sasl;
 pub mod server;

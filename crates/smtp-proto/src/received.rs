@@ -41,6 +41,17 @@ impl Protocol {
     }
 }
 
+/// The authentication clause (OpenSMTPD's `received-auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthClause<'a> {
+    /// The listener does not show it.
+    Hidden,
+    /// `auth=no`.
+    No,
+    /// `auth=pass user=NAME`.
+    Pass(&'a str),
+}
+
 /// The parts of a `Received:` header.
 #[derive(Debug, Clone)]
 pub struct ReceivedInfo<'a> {
@@ -56,6 +67,11 @@ pub struct ReceivedInfo<'a> {
     pub protocol: Protocol,
     /// Queue id of the message.
     pub id: &'a str,
+    /// The TLS clause, e.g. `TLSv1.3:TLS_AES_256_GCM_SHA384:256:NO`, as
+    /// OpenSMTPD writes it in a comment.
+    pub tls: Option<&'a str>,
+    /// What `received-auth` shows.
+    pub auth: AuthClause<'a>,
     /// The recipient, when the message has exactly one.
     pub for_rcpt: Option<&'a str>,
     /// RFC 5322 date-time, formatted by the caller.
@@ -87,6 +103,17 @@ pub fn format_received(info: &ReceivedInfo<'_>) -> String {
     words.push(info.protocol.keyword().into());
     words.push("id".into());
     words.push(token(info.id, false));
+    if let Some(tls) = info.tls {
+        words.push(format!("({})", token(tls, false)));
+    }
+    match info.auth {
+        AuthClause::Hidden => {}
+        AuthClause::No => words.push("auth=no".into()),
+        AuthClause::Pass(user) => {
+            words.push("auth=pass".into());
+            words.push(format!("user={}", token(user, utf8)));
+        }
+    }
     if let Some(rcpt) = info.for_rcpt {
         words.push("for".into());
         words.push(format!("{};", token(rcpt, utf8)));
@@ -164,6 +191,8 @@ mod tests {
                 utf8: false,
             },
             id: "4b100749",
+            tls: None,
+            auth: AuthClause::Hidden,
             for_rcpt: Some("<b@example.net>"),
             date: "Thu, 26 Nov 2026 20:00:00 +0000",
         }
@@ -176,6 +205,27 @@ mod tests {
             "Received: from client.example (host.example [192.0.2.1]) by mx.example\r\n\
              \t(rsmtpd) with ESMTP id 4b100749 for <b@example.net>; Thu, 26 Nov 2026\r\n\
              \t20:00:00 +0000\r\n"
+        );
+    }
+
+    #[test]
+    fn tls_and_auth_clauses() {
+        let mut i = info();
+        i.protocol.tls = true;
+        i.protocol.auth = true;
+        i.tls = Some("TLSv1.3:TLS_AES_256_GCM_SHA384:256:NO");
+        i.auth = AuthClause::Pass("joe");
+        assert_eq!(
+            format_received(&i),
+            "Received: from client.example (host.example [192.0.2.1]) by mx.example\r\n\
+             \t(rsmtpd) with ESMTPSA id 4b100749 (TLSv1.3:TLS_AES_256_GCM_SHA384:256:NO)\r\n\
+             \tauth=pass user=joe for <b@example.net>; Thu, 26 Nov 2026 20:00:00 +0000\r\n"
+        );
+        i.auth = AuthClause::No;
+        assert!(
+            format_received(&i)
+                .replace("\r\n\t", " ")
+                .contains(" auth=no for")
         );
     }
 

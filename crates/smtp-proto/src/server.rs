@@ -16,9 +16,12 @@ use crate::address::{Charset, Domain, ForwardPath, ReversePath};
 use crate::command::{Command, MailParams, RcptParams};
 use crate::data::{DataError, DataReader};
 use crate::reply::Reply;
+use crate::sasl::{self, Credentials, SaslError};
 
 /// RFC 5321 4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub const MAX_COMMAND_LINE_OCTETS: usize = 512;
+/// RFC 4954 4: a line of an AUTH exchange may be up to 12288 octets.
+pub const MAX_AUTH_LINE_OCTETS: usize = 12288;
 /// Most unparsed input the session holds.
 pub const INPUT_CAPACITY: usize = 64 * 1024;
 /// The session stops producing replies while more than this waits to be sent.
@@ -40,8 +43,48 @@ pub struct ServerConfig {
     pub max_errors: u32,
     /// Offer DSN (RFC 3461) and accept its parameters.
     pub dsn: bool,
-    // STARTTLS and AUTH come in a later issue: their switches go here, off
-    // by default, together with the marked places in `State` and `ehlo_reply`.
+    pub tls: TlsPolicy,
+    /// AUTH, offered only once TLS is up.
+    pub auth: AuthPolicy,
+    /// Failed AUTH attempts before the session is closed with 421.
+    pub max_auth_failures: u32,
+}
+
+/// How the session uses TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsPolicy {
+    #[default]
+    Off,
+    /// STARTTLS offered (RFC 3207); `required`: no MAIL before it.
+    StartTls { required: bool },
+    /// The connection is TLS from the first byte (smtps): the caller made
+    /// the handshake before creating the session.
+    Implicit,
+}
+
+/// Whether AUTH (RFC 4954) is offered, and whether MAIL needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthPolicy {
+    #[default]
+    Off,
+    Optional,
+    Required,
+}
+
+/// The SASL mechanisms offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    Plain,
+    Login,
+}
+
+impl Mechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Login => "LOGIN",
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -54,6 +97,9 @@ impl Default for ServerConfig {
             max_messages: 100,
             max_errors: 10,
             dsn: true,
+            tls: TlsPolicy::Off,
+            auth: AuthPolicy::Off,
+            max_auth_failures: 3,
         }
     }
 }
@@ -110,6 +156,16 @@ pub enum Event<'a> {
         transaction: &'a Transaction,
         verdict: Result<(), DataError>,
     },
+    /// The 220 to STARTTLS is in the output: send it, make the TLS
+    /// handshake, then call [`ServerSession::tls_established`] (or drop the
+    /// session if the handshake fails). Input given meanwhile is dropped.
+    StartTls,
+    /// Check the credentials; answer with [`ServerSession::auth_accepted`],
+    /// [`ServerSession::auth_rejected`] or [`ServerSession::auth_unavailable`].
+    Auth {
+        mechanism: Mechanism,
+        credentials: &'a Credentials,
+    },
     /// The last reply is in the output: send it, then close. Given once.
     Close,
 }
@@ -142,6 +198,18 @@ pub enum Refusal {
     TooManyErrors,
     Timeout,
     Shutdown,
+    NeedStartTls,
+    NeedAuth,
+    AlreadyTls,
+    AlreadyAuthenticated,
+    AuthInTransaction,
+    UnknownMechanism,
+    AuthCancelled,
+    AuthData,
+    AuthFailed,
+    AuthUnavailable,
+    TooManyAuthFailures,
+    AuthNeedsTls,
 }
 
 impl Refusal {
@@ -192,6 +260,36 @@ impl Refusal {
                 (4, 3, 0),
                 format!("{hostname} Server shutting down, closing connection"),
             ),
+            Refusal::NeedStartTls => {
+                Reply::fixed(530, (5, 7, 0), "Must issue a STARTTLS command first")
+            }
+            Refusal::NeedAuth => Reply::fixed(530, (5, 7, 0), "Must issue an AUTH command first"),
+            Refusal::AlreadyTls => Reply::fixed(503, (5, 5, 1), "TLS already active"),
+            Refusal::AlreadyAuthenticated => Reply::fixed(503, (5, 5, 1), "Already authenticated"),
+            Refusal::AuthInTransaction => {
+                Reply::fixed(503, (5, 5, 1), "AUTH not allowed in a mail transaction")
+            }
+            Refusal::UnknownMechanism => {
+                Reply::fixed(504, (5, 5, 4), "Unrecognized authentication type")
+            }
+            Refusal::AuthCancelled => Reply::fixed(501, (5, 0, 0), "Authentication cancelled"),
+            Refusal::AuthData => {
+                Reply::fixed(501, (5, 5, 2), "Syntax error in authentication data")
+            }
+            Refusal::AuthFailed => Reply::fixed(535, (5, 7, 8), "Authentication failed"),
+            Refusal::AuthUnavailable => {
+                Reply::fixed(454, (4, 7, 0), "Temporary authentication failure")
+            }
+            Refusal::AuthNeedsTls => Reply::fixed(
+                538,
+                (5, 7, 11),
+                "Encryption required for requested authentication mechanism",
+            ),
+            Refusal::TooManyAuthFailures => Reply::fixed(
+                421,
+                (4, 7, 0),
+                format!("{hostname} Too many authentication failures, closing connection"),
+            ),
         }
     }
 }
@@ -199,6 +297,7 @@ impl Refusal {
 /// What the session is stopped on.
 #[derive(Debug, Clone)]
 enum Pending {
+    Auth(Mechanism, Credentials),
     Mail(ReversePath, MailParams),
     Rcpt(Recipient),
     DataStart,
@@ -215,12 +314,23 @@ enum State {
     /// Stopped until the caller answers.
     Waiting(Pending),
     Data(Box<DataReader>),
-    // Security / STARTTLS (later issue): a `TlsHandshake` state goes here;
-    // on entering it the input buffer MUST be emptied so that plaintext
-    // pipelined after STARTTLS is never read as if it came over TLS.
+    /// Inside an AUTH exchange, waiting for the client's next line.
+    Auth(AuthStep),
+    /// The caller is making the TLS handshake. The input was emptied on
+    /// entry and stays empty: plaintext pipelined after STARTTLS is never
+    /// read as if it came over TLS (CVE-2011-0411).
+    TlsHandshake,
     /// The last reply is written; `Event::Close` not yet given.
     Closing,
     Closed,
+}
+
+/// Where an AUTH exchange stands.
+#[derive(Debug, Clone)]
+enum AuthStep {
+    PlainResponse,
+    LoginUser,
+    LoginPassword(String),
 }
 
 /// The unparsed input: a buffer read from a cursor, compacted only when
@@ -260,6 +370,12 @@ impl InputBuffer {
     }
 }
 
+/// A line read, or what to do instead.
+enum Line {
+    Got(Vec<u8>),
+    Step(Step),
+}
+
 /// Internal result of one step of `poll`, free of borrows.
 enum Step {
     Continue,
@@ -273,6 +389,8 @@ enum Emitted {
     DataStart,
     DataChunk,
     DataEnd(Result<(), DataError>),
+    StartTls,
+    Auth,
     Close,
 }
 
@@ -290,6 +408,9 @@ pub struct ServerSession {
     ended: Option<Transaction>,
     messages: u32,
     errors: u32,
+    tls: bool,
+    auth_user: Option<String>,
+    auth_failures: u32,
 }
 
 impl ServerSession {
@@ -305,6 +426,9 @@ impl ServerSession {
             ended: None,
             messages: 0,
             errors: 0,
+            tls: config.tls == TlsPolicy::Implicit,
+            auth_user: None,
+            auth_failures: 0,
             config,
         };
         // RFC 2034: no enhanced code in the greeting.
@@ -321,7 +445,10 @@ impl ServerSession {
     /// Stop reading from the client while it returns less than given; poll
     /// and send first. After the session closed, input is dropped.
     pub fn feed(&mut self, bytes: &[u8]) -> usize {
-        if matches!(self.state, State::Closing | State::Closed) {
+        if matches!(
+            self.state,
+            State::Closing | State::Closed | State::TlsHandshake
+        ) {
             return bytes.len();
         }
         self.input.push(bytes)
@@ -353,6 +480,65 @@ impl ServerSession {
 
     pub fn transaction(&self) -> Option<&Transaction> {
         self.tx.as_ref()
+    }
+
+    /// True once TLS is up (after STARTTLS, or from the start for smtps).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The user the client authenticated as.
+    pub fn auth_user(&self) -> Option<&str> {
+        self.auth_user.as_deref()
+    }
+
+    /// The handshake after STARTTLS succeeded: the session starts over
+    /// (RFC 3207 4.2), the client must greet again, and nothing it said in
+    /// plaintext counts.
+    pub fn tls_established(&mut self) -> Result<(), AnswerError> {
+        let State::TlsHandshake = self.state else {
+            return Err(AnswerError::Unexpected);
+        };
+        self.input.clear();
+        self.helo = None;
+        self.tx = None;
+        self.tls = true;
+        self.state = State::Command { discarding: false };
+        Ok(())
+    }
+
+    /// The credentials are good: 235.
+    pub fn auth_accepted(&mut self) -> Result<(), AnswerError> {
+        let State::Waiting(Pending::Auth(..)) = self.state else {
+            return Err(AnswerError::Unexpected);
+        };
+        let State::Waiting(Pending::Auth(_, credentials)) =
+            std::mem::replace(&mut self.state, State::Command { discarding: false })
+        else {
+            return Err(AnswerError::Unexpected);
+        };
+        self.auth_user = Some(credentials.user);
+        self.write(&Reply::fixed(235, (2, 0, 0), "Authentication succeeded"));
+        Ok(())
+    }
+
+    /// Wrong user or password: 535; too many closes the session.
+    pub fn auth_rejected(&mut self) -> Result<(), AnswerError> {
+        self.answer_refusal(Refusal::AuthFailed.reply(&self.config.hostname), |p| {
+            matches!(p, Pending::Auth(..))
+        })?;
+        self.auth_failures = self.auth_failures.saturating_add(1);
+        if self.auth_failures >= self.config.max_auth_failures {
+            self.close_with(Refusal::TooManyAuthFailures);
+        }
+        Ok(())
+    }
+
+    /// The credentials could not be checked now: 454.
+    pub fn auth_unavailable(&mut self) -> Result<(), AnswerError> {
+        self.answer_refusal(Refusal::AuthUnavailable.reply(&self.config.hostname), |p| {
+            matches!(p, Pending::Auth(..))
+        })
     }
 
     /// Runs the session on buffered input until it needs the caller.
@@ -533,6 +719,14 @@ impl ServerSession {
                 transaction: self.tx.as_ref()?,
             },
             Emitted::DataChunk => Event::DataChunk(&self.chunk),
+            Emitted::StartTls => Event::StartTls,
+            Emitted::Auth => match &self.state {
+                State::Waiting(Pending::Auth(mechanism, credentials)) => Event::Auth {
+                    mechanism: *mechanism,
+                    credentials,
+                },
+                _ => return None,
+            },
             Emitted::DataEnd(verdict) => Event::DataEnd {
                 transaction: match verdict {
                     Ok(()) => self.tx.as_ref()?,
@@ -546,7 +740,7 @@ impl ServerSession {
 
     fn step(&mut self) -> Step {
         match &mut self.state {
-            State::Closed | State::Waiting(_) => Step::Idle,
+            State::Closed | State::Waiting(_) | State::TlsHandshake => Step::Idle,
             State::Closing => {
                 self.state = State::Closed;
                 Step::Emit(Emitted::Close)
@@ -569,8 +763,15 @@ impl ServerSession {
             }
             State::Command { discarding } => {
                 let discarding = *discarding;
-                self.read_line(discarding)
+                match self.read_line(discarding, MAX_COMMAND_LINE_OCTETS) {
+                    Line::Got(line) => self.command(&line),
+                    Line::Step(step) => step,
+                }
             }
+            State::Auth(_) => match self.read_line(false, MAX_AUTH_LINE_OCTETS) {
+                Line::Got(line) => self.auth_line(&line),
+                Line::Step(step) => step,
+            },
         }
     }
 
@@ -588,9 +789,10 @@ impl ServerSession {
         Step::Emit(Emitted::DataEnd(verdict))
     }
 
-    fn read_line(&mut self, discarding: bool) -> Step {
+    /// One CRLF-terminated line of at most `max` octets, without its CRLF.
+    fn read_line(&mut self, discarding: bool, max: usize) -> Line {
         let pending = self.input.pending();
-        let window = pending.get(..MAX_COMMAND_LINE_OCTETS).unwrap_or(pending);
+        let window = pending.get(..max).unwrap_or(pending);
         let lf = if discarding {
             pending.iter().position(|&b| b == b'\n')
         } else {
@@ -601,31 +803,34 @@ impl ServerSession {
                 Some(i) => {
                     self.input.consume(i + 1);
                     self.state = State::Command { discarding: false };
-                    return Step::Continue;
+                    return Line::Step(Step::Continue);
                 }
                 None => {
                     self.input.clear();
-                    return Step::Idle;
+                    return Line::Step(Step::Idle);
                 }
             }
         }
         let Some(i) = lf else {
-            if pending.len() >= MAX_COMMAND_LINE_OCTETS {
-                // No LF in 512 octets: refuse now, drop the rest of the line
-                // as it comes (bounded, the session goes on).
+            if pending.len() >= max {
+                // No LF in `max` octets: refuse now, drop the rest of the
+                // line as it comes (bounded, the session goes on).
                 self.state = State::Command { discarding: true };
                 self.refuse(Refusal::LineTooLong);
-                return Step::Continue;
+                return Line::Step(Step::Continue);
             }
-            return Step::Idle;
+            return Line::Step(Step::Idle);
         };
         let line = self.input.pending().get(..=i).unwrap_or_default().to_vec();
         self.input.consume(i + 1);
         let Some(line) = line.strip_suffix(b"\r\n") else {
+            if matches!(self.state, State::Auth(_)) {
+                self.state = State::Command { discarding: false };
+            }
             self.refuse(Refusal::BareLf);
-            return Step::Continue;
+            return Line::Step(Step::Continue);
         };
-        self.command(line)
+        Line::Got(line.to_vec())
     }
 
     fn command(&mut self, line: &[u8]) -> Step {
@@ -702,9 +907,142 @@ impl ServerSession {
                 self.refuse(Refusal::ExpnDisabled);
                 Step::Continue
             }
-            // STARTTLS and AUTH: later issue; not offered, so refused.
-            Command::StartTls | Command::Auth { .. } => {
-                self.refuse(Refusal::NotOffered);
+            Command::StartTls => self.starttls(),
+            Command::Auth { mechanism, initial } => self.auth(&mechanism, initial.as_deref()),
+        }
+    }
+
+    fn offers_starttls(&self) -> bool {
+        matches!(self.config.tls, TlsPolicy::StartTls { .. }) && !self.tls
+    }
+
+    fn offers_auth(&self) -> bool {
+        self.config.auth != AuthPolicy::Off && self.tls && self.auth_user.is_none()
+    }
+
+    fn starttls(&mut self) -> Step {
+        if self.tls {
+            self.refuse(Refusal::AlreadyTls);
+        } else if !self.offers_starttls() {
+            self.refuse(Refusal::NotOffered);
+        } else if self.helo.is_none() {
+            self.refuse(Refusal::NeedHelo);
+        } else {
+            self.write(&Reply::fixed(220, (2, 0, 0), "Ready to start TLS"));
+            // Whatever the client pipelined after STARTTLS was sent in
+            // plaintext: it is never read as a command.
+            self.input.clear();
+            self.state = State::TlsHandshake;
+            return Step::Emit(Emitted::StartTls);
+        }
+        Step::Continue
+    }
+
+    fn auth(&mut self, mechanism: &str, initial: Option<&str>) -> Step {
+        if self.config.auth == AuthPolicy::Off {
+            self.refuse(Refusal::NotOffered);
+            return Step::Continue;
+        }
+        if self.helo.is_none() {
+            self.refuse(Refusal::NeedHelo);
+            return Step::Continue;
+        }
+        if self.auth_user.is_some() {
+            self.refuse(Refusal::AlreadyAuthenticated);
+            return Step::Continue;
+        }
+        if !self.tls {
+            self.refuse(Refusal::AuthNeedsTls);
+            return Step::Continue;
+        }
+        if !self.offers_auth() {
+            self.refuse(Refusal::NotOffered);
+            return Step::Continue;
+        }
+        if self.tx.is_some() {
+            self.refuse(Refusal::AuthInTransaction);
+            return Step::Continue;
+        }
+        let mechanism = match mechanism {
+            "PLAIN" => Mechanism::Plain,
+            "LOGIN" => Mechanism::Login,
+            _ => {
+                self.refuse(Refusal::UnknownMechanism);
+                return Step::Continue;
+            }
+        };
+        // RFC 4954 4: "=" is an empty initial response.
+        let initial = initial.map(|i| if i == "=" { "" } else { i });
+        match (mechanism, initial) {
+            (Mechanism::Plain, Some(data)) => {
+                self.auth_decoded(sasl::decode_plain(data.as_bytes()).map(|c| (mechanism, c)))
+            }
+            (Mechanism::Plain, None) => {
+                self.challenge("");
+                self.state = State::Auth(AuthStep::PlainResponse);
+                Step::Continue
+            }
+            (Mechanism::Login, Some(user)) => match sasl::decode_login_user(user.as_bytes()) {
+                Ok(user) => {
+                    self.challenge(sasl::LOGIN_PASS_PROMPT);
+                    self.state = State::Auth(AuthStep::LoginPassword(user));
+                    Step::Continue
+                }
+                Err(e) => self.auth_decoded(Err(e)),
+            },
+            (Mechanism::Login, None) => {
+                self.challenge(sasl::LOGIN_USER_PROMPT);
+                self.state = State::Auth(AuthStep::LoginUser);
+                Step::Continue
+            }
+        }
+    }
+
+    fn challenge(&mut self, text: &str) {
+        // 334 carries base64 only: no enhanced code (RFC 4954 4).
+        self.write(&Reply::unchecked(334, None, vec![text.to_owned()]));
+    }
+
+    /// A line of the AUTH exchange.
+    fn auth_line(&mut self, line: &[u8]) -> Step {
+        let State::Auth(step) =
+            std::mem::replace(&mut self.state, State::Command { discarding: false })
+        else {
+            return Step::Continue;
+        };
+        if line == b"*" {
+            self.refuse(Refusal::AuthCancelled);
+            return Step::Continue;
+        }
+        match step {
+            AuthStep::PlainResponse => {
+                self.auth_decoded(sasl::decode_plain(line).map(|c| (Mechanism::Plain, c)))
+            }
+            AuthStep::LoginUser => match sasl::decode_login_user(line) {
+                Ok(user) => {
+                    self.challenge(sasl::LOGIN_PASS_PROMPT);
+                    self.state = State::Auth(AuthStep::LoginPassword(user));
+                    Step::Continue
+                }
+                Err(e) => self.auth_decoded(Err(e)),
+            },
+            AuthStep::LoginPassword(user) => {
+                let decoded = sasl::decode_login_password(line)
+                    .map(|password| (Mechanism::Login, Credentials { user, password }));
+                self.auth_decoded(decoded)
+            }
+        }
+    }
+
+    fn auth_decoded(&mut self, decoded: Result<(Mechanism, Credentials), SaslError>) -> Step {
+        match decoded {
+            Ok((mechanism, credentials)) => {
+                self.state = State::Waiting(Pending::Auth(mechanism, credentials));
+                Step::Emit(Emitted::Auth)
+            }
+            Err(_) => {
+                self.state = State::Command { discarding: false };
+                self.refuse(Refusal::AuthData);
                 Step::Continue
             }
         }
@@ -736,7 +1074,11 @@ impl ServerSession {
             self.refuse(Refusal::NeedHelo);
             return Step::Continue;
         };
-        if self.tx.is_some() {
+        if self.config.tls == (TlsPolicy::StartTls { required: true }) && !self.tls {
+            self.refuse(Refusal::NeedStartTls);
+        } else if self.config.auth == AuthPolicy::Required && self.auth_user.is_none() {
+            self.refuse(Refusal::NeedAuth);
+        } else if self.tx.is_some() {
             self.refuse(Refusal::NestedMail);
         } else if self.messages >= self.config.max_messages {
             self.refuse(Refusal::TooManyMessages);
@@ -789,7 +1131,12 @@ impl ServerSession {
         }
         lines.push("PIPELINING".to_owned());
         lines.push("SMTPUTF8".to_owned());
-        // STARTTLS and AUTH (later issue) are advertised here when enabled.
+        if self.offers_starttls() {
+            lines.push("STARTTLS".to_owned());
+        }
+        if self.offers_auth() {
+            lines.push("AUTH PLAIN LOGIN".to_owned());
+        }
         lines.push("HELP".to_owned());
         // RFC 2034: no enhanced code in the EHLO reply.
         Reply::unchecked(250, None, lines)
@@ -804,7 +1151,7 @@ fn rcpt_ok() -> Reply {
 mod tests {
     use super::*;
 
-    const ALL: [Refusal; 16] = [
+    const ALL: [Refusal; 28] = [
         Refusal::LineTooLong,
         Refusal::BareLf,
         Refusal::NeedHelo,
@@ -821,6 +1168,18 @@ mod tests {
         Refusal::TooManyErrors,
         Refusal::Timeout,
         Refusal::Shutdown,
+        Refusal::NeedStartTls,
+        Refusal::NeedAuth,
+        Refusal::AlreadyTls,
+        Refusal::AlreadyAuthenticated,
+        Refusal::AuthInTransaction,
+        Refusal::UnknownMechanism,
+        Refusal::AuthCancelled,
+        Refusal::AuthData,
+        Refusal::AuthFailed,
+        Refusal::AuthUnavailable,
+        Refusal::TooManyAuthFailures,
+        Refusal::AuthNeedsTls,
     ];
 
     /// The unchecked constructor is only sound if every constant reply

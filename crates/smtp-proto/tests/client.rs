@@ -837,3 +837,65 @@ fn the_greeting_names_the_server() {
     step(&mut s, b"220\r\n");
     assert_eq!(s.greeted_as(), None);
 }
+
+#[test]
+fn auth_plain_then_ready_again() {
+    let mut s = ready(
+        Mode::Smtp,
+        b"250-mx.example\r\n250-AUTH LOGIN PLAIN\r\n250 PIPELINING\r\n",
+    );
+    s.authenticate("joe", b"s3cret").unwrap();
+    // \0joe\0s3cret
+    assert_eq!(drain(&mut s).0, b"AUTH PLAIN AGpvZQBzM2NyZXQ=\r\n");
+    assert_eq!(s.authenticate("joe", b"x"), Err(SendError::NotReady));
+    let (out, ev) = step(&mut s, b"235 2.7.0 Authentication successful\r\n");
+    assert_eq!(out, b"");
+    assert_eq!(ev, [Event::Ready]);
+    assert!(s.is_authenticated());
+    s.send_mail(&envelope("a@x", &["b@y"])).unwrap();
+    assert!(drain(&mut s).0.starts_with(b"MAIL FROM:<a@x>"));
+}
+
+#[test]
+fn auth_login_answers_each_challenge() {
+    let mut s = ready(Mode::Smtp, b"250-mx.example\r\n250 AUTH LOGIN\r\n");
+    s.authenticate("joe", b"s3cret").unwrap();
+    assert_eq!(drain(&mut s).0, b"AUTH LOGIN\r\n");
+    assert_eq!(step(&mut s, b"334 VXNlcm5hbWU6\r\n").0, b"am9l\r\n");
+    assert_eq!(step(&mut s, b"334 UGFzc3dvcmQ6\r\n").0, b"czNjcmV0\r\n");
+    // A third challenge is more than LOGIN has: the session fails.
+    let (_, ev) = step(&mut s, b"334 VXNlcm5hbWU6\r\n");
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [Event::Failed(SessionError::Unexpected {
+                to: Awaiting::Auth,
+                ..
+            })]
+        ),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn auth_refused_or_not_offered() {
+    let mut s = ready(Mode::Smtp, b"250-mx.example\r\n250 AUTH PLAIN\r\n");
+    s.authenticate("joe", b"bad").unwrap();
+    drain(&mut s);
+    let (_, ev) = step(&mut s, b"535 5.7.8 Authentication failed\r\n");
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [Event::Failed(SessionError::Refused {
+                to: Awaiting::Auth,
+                ..
+            })]
+        ),
+        "{ev:?}"
+    );
+    assert!(!s.is_authenticated());
+    let mut s = ready(Mode::Smtp, b"250-mx.example\r\n250 AUTH CRAM-MD5\r\n");
+    assert_eq!(s.authenticate("joe", b"pw"), Err(SendError::AuthNotOffered));
+    let mut s = ready(Mode::Smtp, EHLO_PLAIN);
+    assert_eq!(s.authenticate("joe", b"pw"), Err(SendError::AuthNotOffered));
+}

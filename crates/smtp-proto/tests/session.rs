@@ -98,6 +98,9 @@ fn pump(s: &mut ServerSession, log: &mut Log) {
                 log.closed = true;
                 Answer::Nothing
             }
+            Some(e @ (Event::StartTls | Event::Auth { .. })) => {
+                panic!("not offered by this config: {e:?}")
+            }
         };
         match answer {
             Answer::AcceptMail => s.accept_mail().unwrap(),

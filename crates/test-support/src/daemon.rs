@@ -335,11 +335,14 @@ pub fn current_user() -> String {
 }
 
 /// A minimal SMTP client for byte-exact tests: send raw bytes, read
-/// replies.
-pub struct Client {
-    stream: TcpStream,
+/// replies. Plaintext, or TLS after [`Client::starttls`] / [`Client::connect_tls`].
+pub struct Client<S: Read + Write = TcpStream> {
+    stream: S,
     buf: Vec<u8>,
 }
+
+/// A client's TLS stream.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
@@ -356,8 +359,64 @@ impl Client {
         c
     }
 
+    /// Implicit TLS (smtps): the handshake, then the greeting.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Client<TlsStream> {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut c = Client {
+            stream: tls_stream(stream, config, server_name),
+            buf: Vec::new(),
+        };
+        let greeting = c.reply();
+        assert!(greeting.starts_with("220 "), "greeting: {greeting:?}");
+        c
+    }
+
+    /// STARTTLS (the server must answer 220), then the handshake. Bytes the
+    /// server sent after its 220 would be a bug: they are asserted absent.
+    pub fn starttls(
+        mut self,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Client<TlsStream> {
+        let reply = self.cmd("STARTTLS");
+        assert!(reply.starts_with("220 "), "STARTTLS: {reply:?}");
+        assert!(self.buf.is_empty(), "plaintext after 220: {:?}", self.buf);
+        let mut tls = tls_stream(self.stream, config, server_name);
+        tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
+        Client {
+            stream: tls,
+            buf: Vec::new(),
+        }
+    }
+}
+
+fn tls_stream(
+    stream: TcpStream,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    server_name: &str,
+) -> TlsStream {
+    let name =
+        rustls::pki_types::ServerName::try_from(server_name.to_owned()).expect("server name");
+    let conn = rustls::ClientConnection::new(config, name).expect("client connection");
+    rustls::StreamOwned::new(conn, stream)
+}
+
+impl<S: Read + Write> Client<S> {
+    /// The stream itself (e.g. the TLS state).
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
+        self.stream.flush().expect("flush");
     }
 
     /// One whole reply (all its lines), CRLFs included.
@@ -387,6 +446,11 @@ impl Client {
                 Ok(n) => self
                     .buf
                     .extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                // A TLS peer that closes without close_notify reads as EOF.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    let rest: Vec<u8> = self.buf.drain(..).collect();
+                    return String::from_utf8_lossy(&rest).into_owned();
+                }
                 Err(e) => panic!("read: {e}"),
             }
         }
@@ -401,6 +465,13 @@ impl Client {
     /// Whether the server closed the connection (reads EOF).
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0))
+        match self.stream.read(&mut b) {
+            Ok(0) => true,
+            Err(e) => {
+                e.kind() == std::io::ErrorKind::UnexpectedEof
+                    || e.kind() == std::io::ErrorKind::ConnectionReset
+            }
+            Ok(_) => false,
+        }
     }
 }

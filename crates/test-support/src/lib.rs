@@ -29,6 +29,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+pub mod certs;
 pub mod daemon;
 pub mod dns;
 pub mod load;

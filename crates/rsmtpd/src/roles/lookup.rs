@@ -2,7 +2,9 @@
 //! virtual tables, .forward) for smtp (each RCPT) and the queue (routing
 //! bounces). It reads tables and the user database, so it is not chrooted,
 //! but it never touches the spool or the network; users' .forward files
-//! are read for it by the parent, as each user.
+//! are read for it by the parent, as each user. It also checks AUTH
+//! passwords against credentials tables (system accounts go to the parent,
+//! which alone can read the shadow file) and `senders` tables.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -18,8 +20,8 @@ use rsmtpd_table::{Table, Userinfo};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::links::{
-    ChildToParent, ForwardOwner, ForwardResult, FromLookup, ParentToChild, Planned, Role,
-    RouteAnswer, RouteQuery, Start, ToLookup,
+    AuthVerdict, ChildToParent, ForwardOwner, ForwardResult, FromLookup, ParentToChild, Planned,
+    Role, RouteAnswer, RouteQuery, Secret, Start, ToLookup,
 };
 use crate::roles::{ParentLink, Received, RoleError, writer};
 use crate::{log_debug, log_info, log_warn};
@@ -39,13 +41,13 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         super::ignore_interrupts()?;
         let parent = parent.into_async()?;
         let (parent_tx, parent_rx) = parent.split();
-        let (forwards, shutdown) = Forwards::start(parent_tx, parent_rx);
+        let (parent, shutdown) = ParentRequests::start(parent_tx, parent_rx);
         let smtp: Channel<FromLookup, ToLookup> = Channel::from_fd(smtp)?;
         let queue: Channel<FromLookup, ToLookup> = Channel::from_fd(queue)?;
         let lookup = Lookup {
             config: &start.config,
             tables: &tables,
-            forwards: &forwards,
+            parent: &parent,
         };
         tokio::select! {
             r = lookup.serve(smtp) => r,
@@ -55,77 +57,96 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
     })
 }
 
-/// Requests to the parent for .forward files, matched to their answers.
-struct Forwards {
+/// Requests to the parent (.forward files, system passwords), matched to
+/// their answers by id.
+struct ParentRequests {
     next: AtomicU64,
-    pending: Mutex<HashMap<u64, oneshot::Sender<ForwardResult>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<ParentToChild>>>,
     out: mpsc::UnboundedSender<(ChildToParent, Vec<OwnedFd>)>,
 }
 
-impl Forwards {
+impl ParentRequests {
     /// Also returns what resolves when the parent says Shutdown or goes.
     fn start(
         tx: rsmtpd_ipc::Sender<ChildToParent>,
         mut rx: rsmtpd_ipc::Receiver<ParentToChild>,
-    ) -> (std::sync::Arc<Forwards>, oneshot::Receiver<()>) {
-        let forwards = std::sync::Arc::new(Forwards {
+    ) -> (std::sync::Arc<ParentRequests>, oneshot::Receiver<()>) {
+        let requests = std::sync::Arc::new(ParentRequests {
             next: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             out: writer(tx),
         });
         let (stop_tx, stop) = oneshot::channel();
-        let routes = forwards.clone();
+        let routes = requests.clone();
         tokio::spawn(async move {
             loop {
-                match rx.recv().await {
-                    Ok(Some((ParentToChild::Forward { id, result }, _))) => {
-                        let waiter = routes
-                            .pending
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&id);
-                        if let Some(w) = waiter {
-                            let _ = w.send(result);
-                        }
-                    }
+                let answer = match rx.recv().await {
                     Ok(Some((ParentToChild::Shutdown, _))) | Ok(None) | Err(_) => break,
-                    Ok(Some(_)) => {}
+                    Ok(Some((answer, _))) => answer,
+                };
+                let id = match &answer {
+                    ParentToChild::Forward { id, .. } | ParentToChild::Password { id, .. } => *id,
+                    _ => continue,
+                };
+                let waiter = routes
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                if let Some(w) = waiter {
+                    let _ = w.send(answer);
                 }
             }
             let _ = stop_tx.send(());
         });
-        (forwards, stop)
+        (requests, stop)
     }
 
-    async fn read(&self, user: &Userinfo) -> ForwardResult {
+    /// One request; `None` if the parent is gone.
+    async fn call(&self, make: impl FnOnce(u64) -> ChildToParent) -> Option<ParentToChild> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
+        if self.out.send((make(id), Vec::new())).is_err() {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    async fn read_forward(&self, user: &Userinfo) -> ForwardResult {
         let owner = ForwardOwner {
             username: user.username.clone(),
             uid: user.uid,
             gid: user.gid,
             home: user.directory.clone(),
         };
-        if self
-            .out
-            .send((ChildToParent::ReadForward { id, owner }, Vec::new()))
-            .is_err()
+        match self
+            .call(|id| ChildToParent::ReadForward { id, owner })
+            .await
         {
-            return ForwardResult::Refused("the parent is gone".into());
+            Some(ParentToChild::Forward { result, .. }) => result,
+            _ => ForwardResult::Refused("the parent is gone".into()),
         }
-        rx.await
-            .unwrap_or_else(|_| ForwardResult::Refused("the parent is gone".into()))
+    }
+
+    async fn check_password(&self, user: String, password: Secret) -> AuthVerdict {
+        match self
+            .call(|id| ChildToParent::CheckPassword { id, user, password })
+            .await
+        {
+            Some(ParentToChild::Password { verdict, .. }) => verdict,
+            _ => AuthVerdict::Unavailable("the parent is gone".into()),
+        }
     }
 }
 
 struct Lookup<'a> {
     config: &'a Config,
     tables: &'a [Table],
-    forwards: &'a Forwards,
+    parent: &'a ParentRequests,
 }
 
 impl Lookup<'_> {
@@ -143,9 +164,90 @@ impl Lookup<'_> {
                     link.send(&FromLookup::Route { id, answer }, Vec::new())
                         .await?;
                 }
+                ToLookup::Authenticate {
+                    id,
+                    table,
+                    user,
+                    password,
+                } => {
+                    let verdict = self.authenticate(table, user, password).await;
+                    link.send(&FromLookup::Authenticated { id, verdict }, Vec::new())
+                        .await?;
+                }
+                ToLookup::Sender {
+                    id,
+                    table,
+                    user,
+                    sender,
+                } => {
+                    let allowed = self.sender_allowed(table, &user, &sender);
+                    link.send(&FromLookup::Sender { id, allowed }, Vec::new())
+                        .await?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// AUTH: a credentials table holds crypt(3) hashes by user name; with
+    /// no table the parent checks the system account. Hashing runs on a
+    /// blocking thread: a bcrypt check takes tens of milliseconds.
+    async fn authenticate(
+        &self,
+        table: Option<rsmtpd_config::model::TableId>,
+        user: String,
+        password: Secret,
+    ) -> AuthVerdict {
+        let Some(table) = table else {
+            return self.parent.check_password(user, password).await;
+        };
+        let Some(table) = self.tables.get(table.0) else {
+            return AuthVerdict::Unavailable("credentials table missing".into());
+        };
+        let stored = match table.lookup(rsmtpd_table::Service::String, &user) {
+            Ok(Some(rsmtpd_table::Value::Raw(hash))) => hash,
+            Ok(_) => return AuthVerdict::Rejected,
+            Err(e) => return AuthVerdict::Unavailable(format!("credentials table: {e}")),
+        };
+        let checked = tokio::task::spawn_blocking(move || {
+            rsmtpd_auth::check_table_entry(&stored, &password.0)
+        })
+        .await;
+        match checked {
+            Ok(Ok(true)) => AuthVerdict::Accepted,
+            Ok(Ok(false)) => AuthVerdict::Rejected,
+            Ok(Err(e)) => AuthVerdict::Unavailable(format!(
+                "credentials of {}: {e}",
+                crate::logging::visible(&user)
+            )),
+            Err(_) => AuthVerdict::Unavailable("password check failed".into()),
+        }
+    }
+
+    /// `senders <table>`: the addresses listed for the user (full
+    /// addresses, `@domain` or a local part) are the only MAIL FROM it
+    /// may use.
+    fn sender_allowed(
+        &self,
+        table: rsmtpd_config::model::TableId,
+        user: &str,
+        sender: &str,
+    ) -> Option<bool> {
+        let table = self.tables.get(table.0)?;
+        match table.lookup(rsmtpd_table::Service::Mailaddrmap, user) {
+            Ok(Some(rsmtpd_table::Value::Mailaddrmap(list))) => Some(list.iter().any(|entry| {
+                rsmtpd_table::mailaddr_match(
+                    sender,
+                    &entry.to_string(),
+                    self.config.smtp.sub_addr_delim,
+                )
+            })),
+            Ok(_) => Some(false),
+            Err(e) => {
+                log_warn!("lookup: senders table: {e}");
+                None
+            }
+        }
     }
 
     /// Which deliveries a recipient gets, or why it is refused.
@@ -207,7 +309,7 @@ impl Lookup<'_> {
             match expander.run() {
                 Step::Done(result) => break result,
                 Step::Forward(req) => {
-                    let answer = match self.forwards.read(req.user()).await {
+                    let answer = match self.parent.read_forward(req.user()).await {
                         ForwardResult::Found(text) => {
                             Ok(Some(text.lines().map(str::to_owned).collect()))
                         }

@@ -12,6 +12,7 @@ use crate::links::{ChildToParent, FdKind, ParentToChild, Role, Start};
 use crate::privsep;
 
 pub mod control;
+pub mod crypto;
 pub mod deliver;
 pub mod forward;
 pub mod lookup;
@@ -122,6 +123,7 @@ fn start_child(role: Role) -> Result<(), RoleError> {
         Role::Lookup => lookup::run(*start, parent, received),
         Role::Mta => mta::run(*start, parent, received),
         Role::Control => control::run(*start, parent, received),
+        Role::Crypto => crypto::run(*start, parent, received),
         Role::Parent => Err(RoleError::Setup("the parent is not a child role".into())),
     }
 }
@@ -138,7 +140,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, RoleError> {
 pub fn privileges(role: Role, start: &Start) -> privsep::Drop {
     let empty = || Some(std::path::PathBuf::from(privsep::EMPTY_DIR));
     match role {
-        Role::Smtp | Role::Scheduler | Role::Mta => privsep::Drop {
+        Role::Smtp | Role::Scheduler | Role::Mta | Role::Crypto => privsep::Drop {
             user: privsep::SMTPD_USER,
             chroot: empty(),
         },

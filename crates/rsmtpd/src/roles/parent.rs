@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 
 use crate::clock::now;
 use crate::links::{
-    ChildToParent, FdKind, ForwardOwner, ForwardResult, LocalDelivery, LocalRecipient, Outcome,
-    ParentToChild, Role, Start,
+    AuthVerdict, ChildToParent, FdKind, ForwardOwner, ForwardResult, LocalDelivery, LocalRecipient,
+    Outcome, ParentToChild, Role, Secret, Start,
 };
 use crate::logging::visible;
 use crate::privsep::{self, Mode};
@@ -37,8 +37,10 @@ use crate::{log_error, log_info, log_warn};
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The pairs of child roles that talk directly.
-const LINKS: [(Role, Role); 5] = [
+const LINKS: [(Role, Role); 7] = [
     (Role::Smtp, Role::Queue),
+    (Role::Smtp, Role::Crypto),
+    (Role::Mta, Role::Crypto),
     (Role::Smtp, Role::Lookup),
     (Role::Queue, Role::Scheduler),
     (Role::Queue, Role::Lookup),
@@ -227,6 +229,7 @@ enum Event {
     /// A local delivery's outcomes, by envelope id.
     Delivered(Vec<(u64, Outcome)>),
     ForwardRead(u64, ForwardResult),
+    PasswordChecked(u64, AuthVerdict),
 }
 
 async fn supervise(
@@ -344,6 +347,22 @@ async fn supervise(
                         let _ = events.send(Event::ForwardRead(id, result));
                     });
                 }
+                Some(Event::Child(role, ChildToParent::CheckPassword { id, user, password }, _)) => {
+                    if role != Role::Lookup {
+                        log_warn!("smtpd: password check from {}, ignored", role.name());
+                        continue;
+                    }
+                    let events = events_tx.clone();
+                    tokio::spawn(async move {
+                        let verdict = check_system_password(user, password).await;
+                        let _ = events.send(Event::PasswordChecked(id, verdict));
+                    });
+                }
+                Some(Event::PasswordChecked(id, verdict)) => {
+                    if let Some(l) = &lookup {
+                        let _ = l.send((ParentToChild::Password { id, verdict }, Vec::new()));
+                    }
+                }
                 Some(Event::ForwardRead(id, result)) => {
                     if let Some(l) = &lookup {
                         let _ = l.send((ParentToChild::Forward { id, result }, Vec::new()));
@@ -364,6 +383,20 @@ async fn supervise(
     // Let the writers flush the Shutdown frames.
     tokio::time::sleep(Duration::from_millis(50)).await;
     code
+}
+
+/// AUTH against the system accounts: only the parent (root) can read the
+/// shadow file. Hashing runs on a blocking thread.
+async fn check_system_password(user: String, password: Secret) -> AuthVerdict {
+    let checked =
+        tokio::task::spawn_blocking(move || rsmtpd_auth::check_system_password(&user, &password.0))
+            .await;
+    match checked {
+        Ok(Ok(true)) => AuthVerdict::Accepted,
+        Ok(Ok(false)) => AuthVerdict::Rejected,
+        Ok(Err(e)) => AuthVerdict::Unavailable(format!("system password: {e}")),
+        Err(_) => AuthVerdict::Unavailable("password check failed".into()),
+    }
 }
 
 /// What the parent needs to run local deliveries.

@@ -197,11 +197,17 @@ impl Queue {
                 Event::Parent(ParentToChild::Delivered { outcomes }) => {
                     self.outcomes(outcomes, None)
                 }
-                Event::Parent(ParentToChild::Start(_) | ParentToChild::Forward { .. }) => {}
+                Event::Parent(
+                    ParentToChild::Start(_)
+                    | ParentToChild::Forward { .. }
+                    | ParentToChild::Password { .. },
+                ) => {}
                 Event::Smtp(msg) => self.smtp_request(msg),
                 Event::Scheduler(SchedulerToQueue::Deliver { evpids }) => self.deliver(&evpids),
                 Event::Scheduler(SchedulerToQueue::Expire { evpid }) => self.expire(evpid),
                 Event::Lookup(FromLookup::Route { id, answer }) => self.bounce_routed(id, answer),
+                // The queue only asks for routes.
+                Event::Lookup(FromLookup::Authenticated { .. } | FromLookup::Sender { .. }) => {}
                 Event::Mta(MtaToQueue::Done {
                     outcomes,
                     remote_mta,

@@ -2,8 +2,10 @@
 //! session of rsmtpd-smtp-proto: bytes from the socket go into the session,
 //! its events become questions to lookup (each RCPT) and the queue (a
 //! message file, then the commit), its output goes back to the socket.
-//! It holds no keys, opens no files and runs nothing; as root it is
-//! `_smtpd` in an empty chroot.
+//! TLS (STARTTLS and smtps) is done here with rustls; the handshake's
+//! signature is made by the crypto process, so this process holds no keys,
+//! opens no files and runs nothing; as root it is `_smtpd` in an empty
+//! chroot. AUTH passwords go to lookup to be checked.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,18 +16,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rsmtpd_config::model::Config;
+use rsmtpd_config::model::ListenerTls;
 use rsmtpd_ipc::Channel;
-use rsmtpd_smtp_proto::received::{Protocol, ReceivedInfo, format_received};
+use rsmtpd_smtp_proto::received::{AuthClause, Protocol, ReceivedInfo, format_received};
 use rsmtpd_smtp_proto::reply::{EnhancedCode, Reply};
-use rsmtpd_smtp_proto::server::{Event, ServerConfig, ServerSession, Transaction};
+use rsmtpd_smtp_proto::sasl::Credentials;
+use rsmtpd_smtp_proto::server::{
+    AuthPolicy, Event, ServerConfig, ServerSession, TlsPolicy, Transaction,
+};
+use rsmtpd_tls::TlsInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::now;
 use crate::links::{
-    FromLookup, QueueToSmtp, Role, RouteAnswer, RouteQuery, SessionFacts, SmtpToQueue, Start,
-    Submission, SubmittedRcpt, ToLookup,
+    AuthVerdict, FromLookup, QueueToSmtp, Role, RouteAnswer, RouteQuery, Secret, SessionFacts,
+    SmtpToQueue, Start, Submission, SubmittedRcpt, ToLookup,
 };
 use crate::logging::visible;
 use crate::roles::{ParentLink, Received, RoleError, writer};
@@ -35,12 +42,23 @@ use crate::{log_info, log_warn};
 /// ([`crate::tuning::Tuning::data_window`]): a client trickling a byte a
 /// minute would hold a session forever otherwise.
 pub const MIN_DATA_BYTES_PER_WINDOW: u64 = 1024;
+/// A failed AUTH is answered after this pause: it slows guessing down
+/// without holding anything but the guesser's own session.
+const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
+/// Failed AUTH attempts from one address, across sessions, within
+/// [`AUTH_FAILURE_WINDOW`]; past it every AUTH gets 454 unchecked.
+const MAX_AUTH_FAILURES_PER_ADDRESS: u32 = 10;
+const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Addresses remembered for that count; the oldest go first.
+const MAX_AUTH_FAILURE_ENTRIES: usize = 10_000;
 
 pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<(), RoleError> {
     let queue = fds.link(Role::Queue)?;
     let lookup = fds.link(Role::Lookup)?;
     let listeners = fds.listeners();
     let ids = SessionIds::new();
+    let (crypto, pkis) = crate::tls::CryptoLink::connect(fds.link(Role::Crypto)?)?;
+    let tls = crate::tls::Certificates::new(pkis, crypto).server_configs(&start.config)?;
     crate::privsep::apply(start.mode, &super::privileges(Role::Smtp, &start))?;
     super::ready(&mut parent)?;
     let rt = super::runtime()?;
@@ -56,6 +74,8 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             sessions: AtomicUsize::new(0),
             ids,
             per_address: Mutex::new(HashMap::new()),
+            tls,
+            auth_failures: Mutex::new(HashMap::new()),
         });
         let (stop_tx, stop) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
@@ -100,6 +120,104 @@ struct Shared {
     sessions: AtomicUsize,
     ids: SessionIds,
     per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// By listener index; `None` for a listener without TLS.
+    tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+    /// Failed AUTH attempts by client address: (count, window start).
+    auth_failures: Mutex<HashMap<std::net::IpAddr, (u32, tokio::time::Instant)>>,
+}
+
+impl Shared {
+    /// True when this address failed AUTH too often lately.
+    fn auth_blocked(&self, ip: std::net::IpAddr) -> bool {
+        let map = self.auth_failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&ip).is_some_and(|(n, since)| {
+            *n >= MAX_AUTH_FAILURES_PER_ADDRESS && since.elapsed() < AUTH_FAILURE_WINDOW
+        })
+    }
+
+    fn auth_failed(&self, ip: std::net::IpAddr) {
+        let mut map = self.auth_failures.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_AUTH_FAILURE_ENTRIES && !map.contains_key(&ip) {
+            map.retain(|_, (_, since)| since.elapsed() < AUTH_FAILURE_WINDOW);
+            if map.len() >= MAX_AUTH_FAILURE_ENTRIES
+                && let Some(oldest) = map.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k)
+            {
+                map.remove(&oldest);
+            }
+        }
+        let now = tokio::time::Instant::now();
+        let entry = map.entry(ip).or_insert((0, now));
+        if entry.1.elapsed() >= AUTH_FAILURE_WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 = entry.0.saturating_add(1);
+    }
+}
+
+/// The client's connection: plaintext, or TLS after STARTTLS or from the
+/// start (smtps). `Gone` only while the plaintext stream is handed to the
+/// handshake.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl Conn {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+            Conn::Gone => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(bytes).await,
+            Conn::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            Conn::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        match self {
+            Conn::Plain(s) => {
+                let _ = s.shutdown().await;
+            }
+            Conn::Tls(s) => {
+                let _ = s.shutdown().await;
+            }
+            Conn::Gone => {}
+        }
+    }
+
+    /// The TLS handshake, bounded by `timeout`. On failure the connection
+    /// is gone and the reason is returned for the log.
+    async fn start_tls(
+        &mut self,
+        config: Arc<rustls::ServerConfig>,
+        timeout: Duration,
+    ) -> Result<TlsInfo, String> {
+        let Conn::Plain(tcp) = std::mem::replace(self, Conn::Gone) else {
+            return Err("TLS already active".into());
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("handshake timed out".into()),
+        };
+        let (_, state) = tls.get_ref();
+        let verified = state.peer_certificates().is_some_and(|c| !c.is_empty());
+        let info = rsmtpd_tls::tls_info(state, verified)
+            .ok_or_else(|| "handshake incomplete".to_string())?;
+        *self = Conn::Tls(Box::new(tls));
+        Ok(info)
+    }
 }
 
 /// One bound socket: which listener it belongs to and what it is called.
@@ -226,7 +344,10 @@ impl SessionIds {
 /// What the loop must do after an event, with the borrow of the session
 /// released.
 enum Todo {
-    Nothing,
+    StartTls,
+    Auth(&'static str, Credentials),
+    /// MAIL FROM this sender (empty for `<>`): check `senders`, if any.
+    MailFrom(String),
     Route(String),
     Create(Transaction),
     Write(Vec<u8>),
@@ -245,7 +366,7 @@ struct Incoming {
 
 /// One SMTP session, from accept to close.
 async fn session(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     at: Arc<Listening>,
     shared: Arc<Shared>,
@@ -260,6 +381,34 @@ async fn session(
         "smtp-in: session {id}: connected address={} host=<unknown>",
         peer.ip()
     );
+    let tls_config = shared.tls.get(at.index).cloned().flatten();
+    let tls_policy = match (listener.map(|l| l.tls), &tls_config) {
+        (Some(ListenerTls::StartTls { required, .. }), Some(_)) => TlsPolicy::StartTls { required },
+        (Some(ListenerTls::Smtps { .. }), Some(_)) => TlsPolicy::Implicit,
+        _ => TlsPolicy::Off,
+    };
+    let auth = listener.and_then(|l| l.auth.clone());
+    let mut conn = Conn::Plain(stream);
+    let mut tls_info: Option<TlsInfo> = None;
+    if let (TlsPolicy::Implicit, Some(tls)) = (tls_policy, &tls_config) {
+        match conn
+            .start_tls(tls.clone(), shared.tuning.command_timeout)
+            .await
+        {
+            Ok(info) => {
+                log_info!("smtp-in: session {id}: TLS {}", info.log_form());
+                tls_info = Some(info);
+            }
+            Err(e) => {
+                log_info!(
+                    "smtp-in: session {id}: TLS handshake failed: {}",
+                    visible(&e)
+                );
+                log_info!("smtp-in: session {id}: closed reason=tls-failure");
+                return;
+            }
+        }
+    }
     let mut s = ServerSession::new(ServerConfig {
         hostname: hostname.clone(),
         max_message_size: config.smtp.max_message_size,
@@ -267,6 +416,13 @@ async fn session(
         max_messages: u32::try_from(config.smtp.max_mails).unwrap_or(u32::MAX),
         max_errors: u32::try_from(config.smtp.max_errors).unwrap_or(u32::MAX),
         dsn: !listener.is_some_and(|l| l.no_dsn),
+        tls: tls_policy,
+        auth: match &auth {
+            None => AuthPolicy::Off,
+            Some(a) if a.required => AuthPolicy::Required,
+            Some(_) => AuthPolicy::Optional,
+        },
+        ..ServerConfig::default()
     });
     let facts_base = SessionFacts {
         peer: Some(peer.ip()),
@@ -276,6 +432,7 @@ async fn session(
         auth_user: None,
         tls: false,
     };
+    let received_auth = listener.is_some_and(|l| l.received_auth);
     let mask_src = listener.is_some_and(|l| l.mask_src);
     let mut routes: Vec<(String, RouteAnswer)> = Vec::new();
     let mut incoming: Option<Incoming> = None;
@@ -291,11 +448,15 @@ async fn session(
         loop {
             let todo = match s.poll() {
                 None => break,
-                Some(Event::MailFrom { .. }) => {
+                Some(Event::MailFrom { from, .. }) => {
                     routes.clear();
-                    let _ = s.accept_mail();
-                    Todo::Nothing
+                    Todo::MailFrom(from.mailbox().map(|m| m.to_string()).unwrap_or_default())
                 }
+                Some(Event::StartTls) => Todo::StartTls,
+                Some(Event::Auth {
+                    mechanism,
+                    credentials,
+                }) => Todo::Auth(mechanism.name(), credentials.clone()),
                 Some(Event::Recipient { to, .. }) => Todo::Route(to.mailbox().to_string()),
                 Some(Event::DataStart { transaction }) => Todo::Create(transaction.clone()),
                 Some(Event::DataChunk(bytes)) => Todo::Write(bytes.to_vec()),
@@ -312,7 +473,122 @@ async fn session(
                 Some(Event::Close) => Todo::Close,
             };
             match todo {
-                Todo::Nothing => {}
+                Todo::StartTls => {
+                    // The 220 goes out in plaintext first; whatever the
+                    // client sent after STARTTLS is dropped with the buffer.
+                    let out = s.take_output();
+                    pending_input.clear();
+                    if conn.write_all(&out).await.is_err() {
+                        break 'session;
+                    }
+                    let Some(tls) = tls_config.clone() else {
+                        break 'session;
+                    };
+                    match conn.start_tls(tls, shared.tuning.command_timeout).await {
+                        Ok(info) => {
+                            log_info!("smtp-in: session {id}: STARTTLS {}", info.log_form());
+                            tls_info = Some(info);
+                            let _ = s.tls_established();
+                            last_progress = tokio::time::Instant::now();
+                        }
+                        Err(e) => {
+                            log_info!(
+                                "smtp-in: session {id}: TLS handshake failed: {}",
+                                visible(&e)
+                            );
+                            reason = "tls-failure";
+                            break 'session;
+                        }
+                    }
+                }
+                Todo::Auth(mechanism, credentials) => {
+                    let verdict = if shared.auth_blocked(peer.ip()) {
+                        AuthVerdict::Unavailable("too many failures from this address".into())
+                    } else {
+                        let table = auth.as_ref().and_then(|a| a.table);
+                        let Credentials { user, password } = credentials.clone();
+                        shared
+                            .lookup
+                            .call(|id| ToLookup::Authenticate {
+                                id,
+                                table,
+                                user,
+                                password: Secret(password),
+                            })
+                            .await
+                            .and_then(|(answer, _)| match answer {
+                                FromLookup::Authenticated { verdict, .. } => Some(verdict),
+                                _ => None,
+                            })
+                            .unwrap_or(AuthVerdict::Unavailable("lookup is gone".into()))
+                    };
+                    let user = visible(&credentials.user);
+                    match verdict {
+                        AuthVerdict::Accepted => {
+                            log_info!(
+                                "smtp-in: session {id}: authentication user={user} mechanism={mechanism} result=ok"
+                            );
+                            let _ = s.auth_accepted();
+                        }
+                        AuthVerdict::Rejected => {
+                            log_info!(
+                                "smtp-in: session {id}: authentication user={user} mechanism={mechanism} result=permfail"
+                            );
+                            shared.auth_failed(peer.ip());
+                            tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+                            let _ = s.auth_rejected();
+                        }
+                        AuthVerdict::Unavailable(why) => {
+                            log_warn!(
+                                "smtp-in: session {id}: authentication user={user} mechanism={mechanism} result=tempfail: {}",
+                                visible(&why)
+                            );
+                            let _ = s.auth_unavailable();
+                        }
+                    }
+                }
+                Todo::MailFrom(sender) => {
+                    let senders = listener.and_then(|l| l.senders.as_ref());
+                    let (Some(senders), Some(user)) = (senders, s.auth_user()) else {
+                        let _ = s.accept_mail();
+                        continue;
+                    };
+                    let (table, user) = (senders.table, user.to_owned());
+                    let allowed = shared
+                        .lookup
+                        .call(|id| ToLookup::Sender {
+                            id,
+                            table,
+                            user: user.clone(),
+                            sender: sender.clone(),
+                        })
+                        .await
+                        .and_then(|(answer, _)| match answer {
+                            FromLookup::Sender { allowed, .. } => allowed,
+                            _ => None,
+                        });
+                    match allowed {
+                        Some(true) => {
+                            let _ = s.accept_mail();
+                        }
+                        Some(false) => {
+                            log_info!(
+                                "smtp-in: session {id}: failed-command command=\"MAIL FROM:<{}>\" result=\"553 5.7.1 not allowed for user {}\"",
+                                visible(&sender),
+                                visible(&user)
+                            );
+                            let _ = s.reject_mail(reply(
+                                553,
+                                "5.7.1",
+                                "Sender address rejected: not allowed for the authenticated user"
+                                    .into(),
+                            ));
+                        }
+                        None => {
+                            let _ = s.reject_mail(reply(451, "4.3.0", "Temporary failure".into()));
+                        }
+                    }
+                }
                 Todo::Route(rcpt) => {
                     let sender = s
                         .transaction()
@@ -320,6 +596,8 @@ async fn session(
                         .unwrap_or_default();
                     let facts = SessionFacts {
                         helo: s.helo().map(|h| h.name.to_string()),
+                        auth_user: s.auth_user().map(str::to_owned),
+                        tls: s.is_tls(),
                         ..facts_base.clone()
                     };
                     let query = RouteQuery {
@@ -331,7 +609,10 @@ async fn session(
                         .lookup
                         .call(|id| ToLookup::Route { id, query })
                         .await
-                        .map(|(FromLookup::Route { answer, .. }, _)| answer);
+                        .and_then(|(answer, _)| match answer {
+                            FromLookup::Route { answer, .. } => Some(answer),
+                            _ => None,
+                        });
                     match answer {
                         Some(RouteAnswer::Accept { .. }) => {
                             if let Some(a) = answer {
@@ -356,7 +637,12 @@ async fn session(
                     }
                 }
                 Todo::Create(tx) => {
-                    match create_message(&shared, &tx, &hostname, peer, mask_src).await {
+                    let how = HowReceived {
+                        tls: tls_info.as_ref(),
+                        auth_user: s.auth_user(),
+                        received_auth,
+                    };
+                    match create_message(&shared, &tx, &hostname, peer, mask_src, &how).await {
                         Ok(msg) => {
                             incoming = Some(msg);
                             let _ = s.data_ready();
@@ -382,15 +668,13 @@ async fn session(
                     }
                 }
                 Todo::Commit(tx) => {
-                    let result = commit(
-                        &shared,
-                        incoming.take(),
-                        &tx,
-                        &routes,
-                        &facts_base,
-                        &hostname,
-                    )
-                    .await;
+                    let facts = SessionFacts {
+                        auth_user: s.auth_user().map(str::to_owned),
+                        tls: s.is_tls(),
+                        ..facts_base.clone()
+                    };
+                    let result =
+                        commit(&shared, incoming.take(), &tx, &routes, &facts, &hostname).await;
                     match result {
                         Ok((msgid, size)) => {
                             log_info!(
@@ -415,7 +699,7 @@ async fn session(
         }
         let out = s.take_output();
         if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
+            if conn.write_all(&out).await.is_err() {
                 break 'session;
             }
             // A reply means a command was handled: the command timeout
@@ -458,7 +742,7 @@ async fn session(
                 .saturating_sub(last_progress.elapsed())
         };
         tokio::select! {
-            read = tokio::time::timeout(timeout, stream.read(&mut buf)) => match read {
+            read = tokio::time::timeout(timeout, conn.read(&mut buf)) => match read {
                 Ok(Ok(0)) | Ok(Err(_)) => break 'session,
                 Ok(Ok(n)) => {
                     let data = buf.get(..n).unwrap_or_default();
@@ -492,7 +776,7 @@ async fn session(
     if let Some(msg) = incoming.take() {
         shared.queue.send(SmtpToQueue::Abort { msgid: msg.msgid });
     }
-    let _ = stream.shutdown().await;
+    conn.shutdown().await;
     log_info!("smtp-in: session {id}: closed reason={reason}");
 }
 
@@ -522,12 +806,21 @@ fn parse_status(status: &str) -> Option<EnhancedCode> {
     Some(EnhancedCode::new(class, subject, detail))
 }
 
+/// What the Received header says about TLS and AUTH.
+struct HowReceived<'a> {
+    tls: Option<&'a TlsInfo>,
+    auth_user: Option<&'a str>,
+    /// The listener's `received-auth`.
+    received_auth: bool,
+}
+
 async fn create_message(
     shared: &Shared,
     tx: &Transaction,
     hostname: &str,
     peer: SocketAddr,
     mask_src: bool,
+    how: &HowReceived<'_>,
 ) -> Result<Incoming, String> {
     let (answer, mut fds) = shared
         .queue
@@ -547,6 +840,7 @@ async fn create_message(
     };
     let date = crate::dsn::rfc5322_date(now());
     let id = format!("{msgid:08x}");
+    let tls_clause = how.tls.map(TlsInfo::received_clause);
     let header = format_received(&ReceivedInfo {
         helo: &tx.helo.name.to_string(),
         client_host: None,
@@ -555,11 +849,17 @@ async fn create_message(
         by: hostname,
         protocol: Protocol {
             esmtp: tx.helo.esmtp,
-            tls: false,
-            auth: false,
+            tls: how.tls.is_some(),
+            auth: how.auth_user.is_some(),
             utf8: tx.params.smtputf8,
         },
         id: &id,
+        tls: tls_clause.as_deref(),
+        auth: match (how.received_auth, how.auth_user) {
+            (false, _) => AuthClause::Hidden,
+            (true, None) => AuthClause::No,
+            (true, Some(user)) => AuthClause::Pass(user),
+        },
         for_rcpt: for_rcpt.as_deref(),
         date: &date,
     });
@@ -678,7 +978,9 @@ pub trait Correlated {
 impl Correlated for FromLookup {
     fn id(&self) -> u64 {
         match self {
-            FromLookup::Route { id, .. } => *id,
+            FromLookup::Route { id, .. }
+            | FromLookup::Authenticated { id, .. }
+            | FromLookup::Sender { id, .. } => *id,
         }
     }
 }
