@@ -4,7 +4,9 @@
 //! stop making progress and keep its output bounded.
 use libfuzzer_sys::fuzz_target;
 use rsmtpd_smtp_proto::reply::{EnhancedCode, Reply};
-use rsmtpd_smtp_proto::server::{Event, OUTPUT_HIGH_WATER, ServerConfig, ServerSession};
+use rsmtpd_smtp_proto::server::{
+    AuthPolicy, Event, OUTPUT_HIGH_WATER, ServerConfig, ServerSession, TlsPolicy,
+};
 
 enum Answer {
     Accept,
@@ -24,6 +26,19 @@ fuzz_target!(|data: &[u8]| {
         max_messages: u32::from(seed % 3) + 1,
         max_errors: u32::from(seed % 20) + 1,
         dsn: seed & 1 == 0,
+        tls: match seed % 3 {
+            0 => TlsPolicy::Off,
+            1 => TlsPolicy::StartTls {
+                required: seed & 2 == 0,
+            },
+            _ => TlsPolicy::Implicit,
+        },
+        auth: match seed % 5 {
+            0 | 1 => AuthPolicy::Off,
+            2 | 3 => AuthPolicy::Optional,
+            _ => AuthPolicy::Required,
+        },
+        max_auth_failures: u32::from(seed % 4) + 1,
     };
     let mut s = ServerSession::new(config);
     let refusal =
@@ -68,13 +83,17 @@ fuzz_target!(|data: &[u8]| {
                     let _ = s
                         .accept_mail()
                         .or_else(|_| s.accept_rcpt())
-                        .or_else(|_| s.data_ready());
+                        .or_else(|_| s.data_ready())
+                        .or_else(|_| s.tls_established())
+                        .or_else(|_| s.auth_accepted());
                 }
                 Answer::Refuse => {
                     let _ = s
                         .reject_mail(refusal.clone())
                         .or_else(|_| s.reject_rcpt(refusal.clone()))
-                        .or_else(|_| s.data_refused(refusal.clone()));
+                        .or_else(|_| s.data_refused(refusal.clone()))
+                        .or_else(|_| s.auth_rejected())
+                        .or_else(|_| s.auth_unavailable());
                 }
                 Answer::Commit => s.message_accepted("0123abcd").expect("waiting for commit"),
                 Answer::None => {}

@@ -2,8 +2,8 @@
 //!
 //! What is checked where, and why:
 //!
-//! - The SMTP process only decodes what the client sent ([`sasl`]): it
-//!   never sees a stored hash.
+//! - The SMTP process only decodes what the client sent (the smtp-proto
+//!   crate's `sasl` module): it never sees a stored hash.
 //! - `listen on ... auth <table>`: the lookup process, which owns the
 //!   tables, fetches the user's value (a crypt(3) hash made by
 //!   `smtpctl encrypt`, see [`hash::encrypt`]) and checks it with
@@ -21,10 +21,8 @@
 
 pub mod credentials;
 pub mod hash;
-pub mod sasl;
 pub mod system;
 
 pub use credentials::check_table_entry;
 pub use hash::{CostLimits, HashError, encrypt, verify, verify_with_limits};
-pub use sasl::{Credentials, SaslError, decode_login_field, decode_login_user, decode_plain};
 pub use system::{SystemError, check_system_password, shadow_hash, shadow_hash_in};

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 mod clock;
+mod conn;
 mod dsn;
 mod getopt;
 mod links;

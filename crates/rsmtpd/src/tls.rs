@@ -7,9 +7,11 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rsmtpd_config::model::{Config, Listener, ListenerTls, PkiId};
+use std::collections::HashMap;
+
+use rsmtpd_config::model::{Config, Dispatcher, Listener, ListenerTls, PkiId};
 use rsmtpd_ipc::BlockingChannel;
-use rsmtpd_tls::{RemoteKey, ServerOptions, ServerPki, SignBackend};
+use rsmtpd_tls::{ClientOptions, RemoteKey, ServerOptions, ServerPki, SignBackend, Verify};
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 
@@ -17,7 +19,7 @@ use crate::links::{FromCrypto, PkiPublic, ToCrypto};
 use crate::roles::RoleError;
 
 /// The system's CA bundle (Debian's ca-certificates), for verified relays.
-#[allow(dead_code)] // used by the mta in the next step
+/// `SSL_CERT_FILE` names another ([`crate::tuning::Tuning::ca_file`]).
 pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Largest CA file read.
 const MAX_CA_BYTES: u64 = 4 * 1024 * 1024;
@@ -150,6 +152,76 @@ impl Certificates {
         })
         .map(Some)
         .map_err(|e| fail(e.to_string()))
+    }
+}
+
+/// The two client configurations of a relay action: opportunistic TLS
+/// accepts any certificate (as OpenSMTPD does by default), mandatory TLS
+/// with verification checks it against the action's `ca` or the system's
+/// roots.
+pub struct ClientTls {
+    pub unverified: Arc<rustls::ClientConfig>,
+    pub verified: Arc<rustls::ClientConfig>,
+}
+
+impl Certificates {
+    /// One [`ClientTls`] per relay action, by action name.
+    pub fn client_configs(
+        &self,
+        config: &Config,
+        system_roots: &Path,
+    ) -> Result<HashMap<String, ClientTls>, RoleError> {
+        let mut system: Option<Arc<RootCertStore>> = None;
+        let mut out = HashMap::new();
+        for action in &config.actions {
+            let Dispatcher::Relay(relay) = &action.dispatcher else {
+                continue;
+            };
+            let fail = |e: String| RoleError::Setup(format!("action {}: {e}", action.name));
+            let roots = match relay.ca {
+                Some(ca) => {
+                    let ca = config
+                        .cas
+                        .get(ca.0)
+                        .ok_or_else(|| fail("ca missing".into()))?;
+                    Arc::new(read_roots(&ca.cert).map_err(fail)?)
+                }
+                None => system
+                    .get_or_insert_with(|| {
+                        Arc::new(read_roots(system_roots).unwrap_or_else(|e| {
+                            crate::log_warn!(
+                                "mta: no system CA certificates ({e}): verified TLS will fail"
+                            );
+                            RootCertStore::empty()
+                        }))
+                    })
+                    .clone(),
+            };
+            let client_cert = match relay.pki {
+                Some(id) => {
+                    let pki = self.pki(id).ok_or_else(|| fail("pki missing".into()))?;
+                    Some((pki.chain, pki.key))
+                }
+                None => None,
+            };
+            let build = |verify: Verify| {
+                rsmtpd_tls::client_config(ClientOptions {
+                    verify,
+                    client_cert: client_cert.clone(),
+                    protocols: relay.protocols.clone(),
+                    ciphers: relay.ciphers.clone(),
+                })
+                .map_err(|e| fail(e.to_string()))
+            };
+            out.insert(
+                action.name.clone(),
+                ClientTls {
+                    unverified: build(Verify::Nothing)?,
+                    verified: build(Verify::Roots(roots))?,
+                },
+            );
+        }
+        Ok(out)
     }
 }
 

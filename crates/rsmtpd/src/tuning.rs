@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tuning {
     /// `RSMTPD_SMTP_TIMEOUT`: silence allowed between commands.
     pub command_timeout: Duration,
@@ -22,6 +22,9 @@ pub struct Tuning {
     pub resolver: Option<std::net::SocketAddr>,
     /// `RSMTPD_MX_PORT`: the port of MX deliveries instead of 25.
     pub mx_port: u16,
+    /// `SSL_CERT_FILE`: the CA bundle verified relays trust, instead of
+    /// the system's (as OpenSSL's programs read it).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Tuning {
@@ -35,6 +38,7 @@ impl Default for Tuning {
             retry_base_relay: 400,
             resolver: None,
             mx_port: 25,
+            ca_file: None,
         }
     }
 }
@@ -62,6 +66,9 @@ impl Tuning {
                 .and_then(|v| v.trim().parse().ok())
                 .filter(|p| *p > 0)
                 .unwrap_or(d.mx_port),
+            ca_file: get("SSL_CERT_FILE")
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! OpenSMTPD's reference example configs 01, 02, 03, 06, 08 and 09, run as
 //! they are written and delivering real mail, as root (01's relaying
-//! half and 02 as any user).
+//! half and 02 as any user; 02's smarthost is a second rsmtpd with
+//! STARTTLS and AUTH, its certificate from a test CA).
 //!
 //! Each test reads the example from the reference directory and rewrites
 //! only what cannot work on this machine, line by line and visibly (every
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rsmtpd_test_support::certs::{Issued, KeyType, TestCa};
 use rsmtpd_test_support::daemon::{Client, Daemon, Setup};
 use rsmtpd_test_support::dns::{DnsServer, Zone};
 use rsmtpd_test_support::sink::{Behaviour, Sink};
@@ -379,14 +381,10 @@ fn example_01_relays_local_mail_by_mx() {
 
 // ------------------------------------------------------------------- 02
 
-/// 02: a smarthost that requires TLS, with credentials. TLS is not there
-/// yet (the TLS issue), and what must hold meanwhile is that nothing goes
-/// out in plaintext: the smarthost never even sees a connection, the
-/// message stays queued and is retried, nothing bounces.
-#[test]
-fn example_02_sends_nothing_without_tls() {
-    let sink = Sink::start_on("127.0.0.17:0".parse().unwrap(), Behaviour::accept());
-    let files = files_dir("ex02-files");
+/// Example 02's text with its tables in `files` and the smarthost URL
+/// pointing at `port` (the host name stays: it is what the certificate is
+/// checked against, and the test's DNS server answers for it).
+fn example_02(files: &Path, port: u16) -> String {
     std::fs::write(files.join("aliases"), "ex02-root: root\n").unwrap();
     std::fs::write(files.join("secrets"), "bob bob:s3cret\n").unwrap();
     let conf = example("02-smarthost-relay-auth.conf");
@@ -406,35 +404,174 @@ fn example_02_sends_nothing_without_tls() {
     let conf = rewrite(
         &conf,
         "smtp+tls://bob@smtp.example.com",
-        &format!("smtp+tls://bob@127.0.0.17:{}", sink.port()),
+        &format!("smtp+tls://bob@smtp.example.com:{port}"),
         1,
     );
-    let conf = with_queue_path(&conf);
-    let d = start("ex02", &conf, &[("RSMTPD_RETRY_BASE_RELAY", "1")]);
+    with_queue_path(&conf)
+}
+
+/// A crypt(3) hash, made by openssl as an admin would.
+fn sha512_crypt(password: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["passwd", "-6", password])
+        .output()
+        .expect("openssl passwd");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The smarthost of example 02: another rsmtpd on 127.0.0.18 that wants
+/// STARTTLS and AUTH (bob / s3cret) and delivers to its Maildir.
+fn smarthost(name: &str, cert: &Issued) -> Daemon {
+    let body = format!(
+        "queue path \"{{spool}}\"\n\
+         pki smtp.example.com cert \"{}\"\n\
+         pki smtp.example.com key \"{}\"\n\
+         table creds {{ \"bob\" = \"{}\" }}\n\
+         listen on 127.0.0.18 port {{port}} tls-require pki smtp.example.com \
+         hostname smtp.example.com auth <creds>\n\
+         action \"local\" maildir \"{{maildir}}\" user \"{}\"\n\
+         match auth from any for any action \"local\"\n",
+        cert.cert.display(),
+        cert.key.display(),
+        sha512_crypt("s3cret"),
+        rsmtpd_test_support::daemon::current_user(),
+    );
+    start(name, &body, &[])
+}
+
+/// 02 end to end: the message goes to the smarthost over STARTTLS whose
+/// certificate is verified against the CA (given as SSL_CERT_FILE, the
+/// system roots' stand-in), with AUTH as bob; the smarthost delivers it.
+#[test]
+fn example_02_relays_over_verified_tls_with_auth() {
+    let certs = files_dir("ex02-certs");
+    let ca = TestCa::new(&certs, "ex02");
+    let cert = ca.issue(&["smtp.example.com"], KeyType::EcdsaP256);
+    let host = smarthost("ex02-smarthost", &cert);
+    let dns = DnsServer::start(Zone::new().a("smtp.example.com", [127, 0, 0, 18]));
+    let files = files_dir("ex02-files");
+    let conf = example_02(&files, host.port);
+    let resolver = dns.addr().to_string();
+    let roots = ca.cert_path().display().to_string();
+    let d = start(
+        "ex02",
+        &conf,
+        &[("RSMTPD_RESOLVER", &resolver), ("SSL_CERT_FILE", &roots)],
+    );
+    send(
+        &d,
+        "alice@example.org",
+        "bob@remote.example",
+        "Subject: 02\r\n\r\nover TLS",
+    );
+    let got = host.wait_for_delivered(1, Duration::from_secs(20));
+    assert_eq!(
+        got.len(),
+        1,
+        "relay:\n{}\nsmarthost:\n{}",
+        d.log(),
+        host.log()
+    );
+    let text = std::fs::read_to_string(&got[0]).unwrap();
+    assert!(
+        text.contains("Subject: 02\n\nover TLS") || text.contains("Subject: 02\r\n\r\nover TLS"),
+        "{text}"
+    );
+    // The smarthost's own Received line: TLS and AUTH were used.
+    let unfolded = text.replace("\r\n\t", " ").replace("\n\t", " ");
+    assert!(
+        unfolded.contains("by smtp.example.com (rsmtpd) with ESMTPSA"),
+        "{text}"
+    );
+    assert!(unfolded.contains("(TLSv1.3:"), "{text}");
+    d.wait_for_log("relay: Ok for ", Duration::from_secs(10));
+    let log = d.log();
+    assert!(
+        log.contains("relay: TLS with smtp.example.com: version=TLSv1.3"),
+        "{log}"
+    );
+    assert!(log.contains(", verified"), "{log}");
+    host.wait_for_log(
+        "authentication user=bob mechanism=PLAIN result=ok",
+        Duration::from_secs(5),
+    );
+    assert!(!log.contains("s3cret") && !host.log().contains("s3cret"));
+}
+
+/// 02 against a smarthost that cannot do TLS, and one whose certificate
+/// does not verify: no credentials and no mail ever go out, the message
+/// stays queued (retried), nothing bounces.
+#[test]
+fn example_02_sends_nothing_without_verified_tls() {
+    // No STARTTLS at all.
+    let sink = Sink::start_on("127.0.0.17:0".parse().unwrap(), Behaviour::accept());
+    let dns = DnsServer::start(Zone::new().a("smtp.example.com", [127, 0, 0, 17]));
+    let files = files_dir("ex02n-files");
+    let conf = example_02(&files, sink.port());
+    let resolver = dns.addr().to_string();
+    let d = start(
+        "ex02n",
+        &conf,
+        &[
+            ("RSMTPD_RESOLVER", &resolver),
+            ("RSMTPD_RETRY_BASE_RELAY", "1"),
+        ],
+    );
     send(
         &d,
         "alice@example.org",
         "bob@remote.example",
         "Subject: 02\r\n\r\nneeds TLS",
     );
-    d.wait_for_log("relay: TempFail for ", Duration::from_secs(20));
-    // Retried (after 1 s), still without a connection.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let tries = loop {
-        let n = d.log().matches("relay: TempFail for ").count();
-        if n >= 2 || Instant::now() >= deadline {
-            break n;
-        }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.log().matches("relay: TempFail for ").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", d.log());
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
     let log = d.log();
-    assert!(tries >= 2, "{log}");
-    assert!(
-        log.contains("TLS is required and not available yet"),
-        "{log}"
-    );
-    assert_eq!(sink.connections(), 0, "a plaintext connection was made");
+    assert!(log.contains("does not offer STARTTLS"), "{log}");
     assert!(!log.contains("bounce:"), "{log}");
+    for i in 0..sink.connections() {
+        let said = String::from_utf8_lossy(&sink.received(i)).into_owned();
+        assert!(
+            !said.contains("AUTH") && !said.contains("MAIL FROM"),
+            "{said}"
+        );
+    }
+    assert!(sink.transactions().is_empty());
+
+    // A certificate from a CA the relay does not trust.
+    let certs = files_dir("ex02n-certs");
+    let trusted = TestCa::new(&certs, "trusted");
+    let rogue = TestCa::new(&certs, "rogue");
+    let cert = rogue.issue(&["smtp.example.com"], KeyType::EcdsaP256);
+    let host = smarthost("ex02n-rogue", &cert);
+    let dns = DnsServer::start(Zone::new().a("smtp.example.com", [127, 0, 0, 18]));
+    let files = files_dir("ex02r-files");
+    let conf = example_02(&files, host.port);
+    let resolver = dns.addr().to_string();
+    let roots = trusted.cert_path().display().to_string();
+    let d = start(
+        "ex02r",
+        &conf,
+        &[("RSMTPD_RESOLVER", &resolver), ("SSL_CERT_FILE", &roots)],
+    );
+    send(
+        &d,
+        "alice@example.org",
+        "bob@remote.example",
+        "Subject: 02\r\n\r\nrogue",
+    );
+    d.wait_for_log("relay: TempFail for ", Duration::from_secs(20));
+    let log = d.log();
+    assert!(log.to_lowercase().contains("certificate"), "{log}");
+    assert!(host.delivered().is_empty());
+    assert!(
+        !host.log().contains("authentication user=bob"),
+        "{}",
+        host.log()
+    );
 }
 
 // ------------------------------------------------------------------- 03

@@ -25,11 +25,12 @@ use rsmtpd_smtp_proto::server::{
     AuthPolicy, Event, ServerConfig, ServerSession, TlsPolicy, Transaction,
 };
 use rsmtpd_tls::TlsInfo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::now;
+use crate::conn::Conn;
 use crate::links::{
     AuthVerdict, FromLookup, QueueToSmtp, Role, RouteAnswer, RouteQuery, Secret, SessionFacts,
     SmtpToQueue, Start, Submission, SubmittedRcpt, ToLookup,
@@ -151,72 +152,6 @@ impl Shared {
             *entry = (0, now);
         }
         entry.0 = entry.0.saturating_add(1);
-    }
-}
-
-/// The client's connection: plaintext, or TLS after STARTTLS or from the
-/// start (smtps). `Gone` only while the plaintext stream is handed to the
-/// handshake.
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    Gone,
-}
-
-impl Conn {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf).await,
-            Conn::Tls(s) => s.read(buf).await,
-            Conn::Gone => Ok(0),
-        }
-    }
-
-    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.write_all(bytes).await,
-            Conn::Tls(s) => {
-                s.write_all(bytes).await?;
-                s.flush().await
-            }
-            Conn::Gone => Err(std::io::ErrorKind::NotConnected.into()),
-        }
-    }
-
-    async fn shutdown(&mut self) {
-        match self {
-            Conn::Plain(s) => {
-                let _ = s.shutdown().await;
-            }
-            Conn::Tls(s) => {
-                let _ = s.shutdown().await;
-            }
-            Conn::Gone => {}
-        }
-    }
-
-    /// The TLS handshake, bounded by `timeout`. On failure the connection
-    /// is gone and the reason is returned for the log.
-    async fn start_tls(
-        &mut self,
-        config: Arc<rustls::ServerConfig>,
-        timeout: Duration,
-    ) -> Result<TlsInfo, String> {
-        let Conn::Plain(tcp) = std::mem::replace(self, Conn::Gone) else {
-            return Err("TLS already active".into());
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("handshake timed out".into()),
-        };
-        let (_, state) = tls.get_ref();
-        let verified = state.peer_certificates().is_some_and(|c| !c.is_empty());
-        let info = rsmtpd_tls::tls_info(state, verified)
-            .ok_or_else(|| "handshake incomplete".to_string())?;
-        *self = Conn::Tls(Box::new(tls));
-        Ok(info)
     }
 }
 
@@ -392,7 +327,7 @@ async fn session(
     let mut tls_info: Option<TlsInfo> = None;
     if let (TlsPolicy::Implicit, Some(tls)) = (tls_policy, &tls_config) {
         match conn
-            .start_tls(tls.clone(), shared.tuning.command_timeout)
+            .accept_tls(tls.clone(), shared.tuning.command_timeout)
             .await
         {
             Ok(info) => {
@@ -484,7 +419,7 @@ async fn session(
                     let Some(tls) = tls_config.clone() else {
                         break 'session;
                     };
-                    match conn.start_tls(tls, shared.tuning.command_timeout).await {
+                    match conn.accept_tls(tls, shared.tuning.command_timeout).await {
                         Ok(info) => {
                             log_info!("smtp-in: session {id}: STARTTLS {}", info.log_form());
                             tls_info = Some(info);

@@ -6,8 +6,13 @@
 //! outcome per recipient. As root it is `_smtpd` in an empty chroot; the
 //! resolver's configuration and the tables are read before the chroot.
 //!
-//! TLS is not spoken yet: opportunistic STARTTLS is not attempted, and a
-//! route that requires TLS fails temporarily (the TLS issue adds it).
+//!
+//! TLS: STARTTLS is taken whenever offered, unverified, and a failed
+//! handshake is retried once in plaintext (OpenSMTPD's default); with
+//! `smtp+tls://`, `smtps://` or the action's `tls` it is mandatory and the
+//! certificate is verified (unless `tls no-verify`). Credentials of
+//! `auth <table>` are only ever sent over TLS. Handshake signatures for a
+//! client certificate (`pki`) are made by the crypto process.
 
 mod limits;
 mod pool;
@@ -29,10 +34,11 @@ use rsmtpd_smtp_proto::command::{Body, MailParams, NotifyOn, Orcpt, RcptParams, 
 use rsmtpd_smtp_proto::reply::Reply;
 use rsmtpd_smtp_proto::server::Recipient;
 use rsmtpd_table::{Service, Table, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
+use crate::conn::Conn;
 use crate::links::{MtaToQueue, Notify, Outcome, QueueToMta, RelayRequest, Role, Start};
 use crate::logging::visible;
 use crate::roles::{ParentLink, Received, RoleError, writer};
@@ -57,6 +63,13 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
     }
     .map_err(|e| RoleError::Setup(format!("resolver: {e}")))?;
     let rng = XorShift::from_entropy();
+    let (crypto, pkis) = crate::tls::CryptoLink::connect(fds.link(Role::Crypto)?)?;
+    let roots = start
+        .tuning
+        .ca_file
+        .clone()
+        .unwrap_or_else(|| crate::tls::SYSTEM_ROOTS.into());
+    let tls = crate::tls::Certificates::new(pkis, crypto).client_configs(&start.config, &roots)?;
     crate::privsep::apply(start.mode, &super::privileges(Role::Mta, &start))?;
     super::ready(&mut parent)?;
     let rt = super::runtime()?;
@@ -78,6 +91,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
                 .unwrap_or(1),
             ),
             session_mail_max: start.config.mta.limits.session_mail_max,
+            tls,
             config: start.config,
             tables,
             resolver,
@@ -147,6 +161,23 @@ struct Mta {
     pool: pool::Pool,
     /// Transactions per connection at most (`session-mail-max`).
     session_mail_max: u64,
+    /// TLS client configurations by relay action name.
+    tls: std::collections::HashMap<String, crate::tls::ClientTls>,
+}
+
+/// How one connection speaks TLS, decided per attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum TlsPlan {
+    /// STARTTLS when offered; a failed handshake is retried in plaintext.
+    Opportunistic,
+    /// Opportunistic TLS failed at this address: plaintext this time.
+    PlainFallback,
+    /// Never (`smtp+notls://`, `lmtp://`).
+    Never,
+    /// STARTTLS or fail.
+    Starttls,
+    /// TLS from the first byte (`smtps://`).
+    Implicit,
 }
 
 /// The names this server greets as: its host name and every listener's
@@ -174,6 +205,9 @@ enum Attempt {
     /// Could not connect: try the next address, and spare this one for a
     /// while.
     Unreachable(String),
+    /// The TLS handshake failed; opportunistic TLS tries again in
+    /// plaintext.
+    TlsFailed(String),
 }
 
 impl Mta {
@@ -253,10 +287,6 @@ impl Mta {
         let mut file = tokio::fs::File::from_std(std::fs::File::from(message));
         let mut last = String::from("no route");
         for hop in &hops {
-            if matches!(hop.target.tls, TlsMode::Starttls | TlsMode::Implicit) {
-                last = format!("{}: TLS is required and not available yet", hop.target.host);
-                continue;
-            }
             for addr in &hop.addrs {
                 let at = SocketAddr::new(*addr, hop.target.port);
                 if let Some(why) = self.limits.penalty(at) {
@@ -266,16 +296,35 @@ impl Mta {
                 let Some(_connection) = self.limits.host(&req.domain, *addr).await else {
                     return Err(temporary("4.3.0", "shutting down"));
                 };
-                let why = match self
-                    .attempt(dispatcher, hop, at, &envelope, &mut file)
-                    .await
-                {
-                    Attempt::Done(outcomes) => return Ok((outcomes, hop.target.host.clone())),
-                    Attempt::Next(why) => why,
-                    Attempt::Unreachable(why) => {
-                        self.limits.penalise(at, &why);
-                        why
-                    }
+                let mut plan = match hop.target.tls {
+                    TlsMode::Opportunistic => TlsPlan::Opportunistic,
+                    TlsMode::Plain => TlsPlan::Never,
+                    TlsMode::Starttls => TlsPlan::Starttls,
+                    TlsMode::Implicit => TlsPlan::Implicit,
+                };
+                let why = loop {
+                    let attempt = self
+                        .attempt(&req.action, dispatcher, hop, at, plan, &envelope, &mut file)
+                        .await;
+                    break match attempt {
+                        Attempt::Done(outcomes) => {
+                            return Ok((outcomes, hop.target.host.clone()));
+                        }
+                        Attempt::TlsFailed(why) if plan == TlsPlan::Opportunistic => {
+                            log_info!(
+                                "relay: {}: TLS failed ({}), trying again without",
+                                at,
+                                visible(&why)
+                            );
+                            plan = TlsPlan::PlainFallback;
+                            continue;
+                        }
+                        Attempt::Next(why) | Attempt::TlsFailed(why) => why,
+                        Attempt::Unreachable(why) => {
+                            self.limits.penalise(at, &why);
+                            why
+                        }
+                    };
                 };
                 log_info!("relay: {}: {}", at, visible(&why));
                 last = format!("{} [{at}]: {why}", hop.target.host);
@@ -354,11 +403,14 @@ impl Mta {
     /// One transaction at `at`: on a connection kept from an earlier one
     /// when there is one (and on a new one if that fails before anything
     /// was decided), else on a new connection.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
+        action: &str,
         dispatcher: &RelayDispatcher,
         hop: &Hop,
         at: SocketAddr,
+        plan: TlsPlan,
         envelope: &Envelope,
         file: &mut tokio::fs::File,
     ) -> Attempt {
@@ -374,17 +426,28 @@ impl Mta {
             Protocol::Smtp => Mode::Smtp,
             Protocol::Lmtp => Mode::Lmtp,
         };
+        let tls = Tls {
+            plan,
+            configs: self.tls.get(action),
+            verify: hop.target.verify,
+            credentials: match self.credentials(dispatcher, hop) {
+                Ok(c) => c,
+                Err(why) => return Attempt::Next(why),
+            },
+        };
         let key = pool::Key {
             at,
             source,
             helo: helo.to_string(),
             lmtp: mode == Mode::Lmtp,
+            tls: plan,
         };
         if let Some(idle) = self.pool.take(&key) {
             let kept = self
                 .transact(
                     hop,
                     &key,
+                    &tls,
                     idle.session,
                     idle.stream,
                     idle.mails,
@@ -394,7 +457,7 @@ impl Mta {
                 .await;
             match kept {
                 // The server may have closed it meanwhile: a new one.
-                Attempt::Next(why) | Attempt::Unreachable(why) => {
+                Attempt::Next(why) | Attempt::Unreachable(why) | Attempt::TlsFailed(why) => {
                     log_info!("relay: {}: kept connection failed: {}", at, visible(&why));
                 }
                 done @ Attempt::Done(_) => return done,
@@ -405,9 +468,40 @@ impl Mta {
             Ok(Err(e)) => return Attempt::Unreachable(format!("connect: {e}")),
             Err(_) => return Attempt::Unreachable("connect: timed out".into()),
         };
+        let mut conn = Conn::Plain(stream);
+        if plan == TlsPlan::Implicit
+            && let Err(why) = tls.handshake(&mut conn, &hop.target.host).await
+        {
+            return Attempt::TlsFailed(why);
+        }
         let session = ClientSession::new(ClientConfig { mode, helo });
-        self.transact(hop, &key, session, stream, 0, envelope, file)
+        self.transact(hop, &key, &tls, session, conn, 0, envelope, file)
             .await
+    }
+
+    /// The `auth <table>` credentials for this hop: the entry named by the
+    /// relay URL's label, else by the host name.
+    fn credentials(
+        &self,
+        dispatcher: &RelayDispatcher,
+        hop: &Hop,
+    ) -> Result<Option<rsmtpd_table::Credentials>, String> {
+        let Some(id) = dispatcher.auth else {
+            return Ok(None);
+        };
+        let table = self
+            .tables
+            .get(id.0)
+            .ok_or_else(|| "auth table missing".to_string())?;
+        let label = hop.target.label.as_deref().unwrap_or(&hop.target.host);
+        match table.lookup(Service::Credentials, label) {
+            Ok(Some(Value::Credentials(c))) => Ok(Some(c)),
+            Ok(_) => Err(format!(
+                "no credentials for {} in the auth table",
+                visible(label)
+            )),
+            Err(e) => Err(format!("auth table: {e}")),
+        }
     }
 
     /// Drive one transaction on session `s`, new (`mails` = 0: it starts at
@@ -418,8 +512,9 @@ impl Mta {
         &self,
         hop: &Hop,
         key: &pool::Key,
+        tls: &Tls<'_>,
         mut s: ClientSession,
-        mut stream: TcpStream,
+        mut stream: Conn,
         mails: u64,
         envelope: &Envelope,
         file: &mut tokio::fs::File,
@@ -448,6 +543,37 @@ impl Mta {
             while let Some(event) = s.poll() {
                 match event {
                     Event::Ready if !sent => {
+                        // TLS first, then AUTH, then the mail.
+                        if !stream.is_tls() && tls.plan != TlsPlan::Never && mode == Mode::Smtp {
+                            let offered = s.capabilities().starttls;
+                            if offered && tls.plan != TlsPlan::PlainFallback {
+                                let _ = s.start_tls();
+                                continue;
+                            }
+                            if tls.plan == TlsPlan::Starttls {
+                                tokio::spawn(say_goodbye(s, stream));
+                                return Attempt::Next(format!(
+                                    "{}: TLS is required and the server does not offer STARTTLS",
+                                    hop.target.host
+                                ));
+                            }
+                        }
+                        if let Some(c) = &tls.credentials
+                            && !s.is_authenticated()
+                        {
+                            if !stream.is_tls() {
+                                tokio::spawn(say_goodbye(s, stream));
+                                return Attempt::Next(format!(
+                                    "{}: will not send credentials without TLS",
+                                    hop.target.host
+                                ));
+                            }
+                            if let Err(e) = s.authenticate(&c.username, c.password.as_bytes()) {
+                                tokio::spawn(say_goodbye(s, stream));
+                                return Attempt::Next(format!("{}: {e}", hop.target.host));
+                            }
+                            continue;
+                        }
                         sent = true;
                         if mode == Mode::Smtp && self.is_us(s.greeted_as()) {
                             let outcome = Outcome::Permanent {
@@ -465,7 +591,16 @@ impl Mta {
                     Event::Ready => {
                         let _ = s.quit();
                     }
-                    Event::TlsReady => {}
+                    Event::TlsReady => {
+                        let out = s.take_output();
+                        if !out.is_empty() && stream.write_all(&out).await.is_err() {
+                            return Attempt::Next("the connection broke while writing".into());
+                        }
+                        if let Err(why) = tls.handshake(&mut stream, &hop.target.host).await {
+                            return Attempt::TlsFailed(why);
+                        }
+                        let _ = s.tls_established();
+                    }
                     Event::SendBody => {
                         if let Err(why) = send_body(&mut s, &mut stream, file, &mut body).await {
                             return Attempt::Next(why);
@@ -534,7 +669,7 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// End a session whose outcomes are already reported: QUIT as soon as the
 /// session allows, read the 221, close. Bounded by [`GOODBYE_TIMEOUT`].
-async fn say_goodbye(mut s: ClientSession, mut stream: TcpStream) {
+async fn say_goodbye(mut s: ClientSession, mut stream: Conn) {
     let mut buf = vec![0u8; 4096];
     let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
         let _ = s.quit();
@@ -562,6 +697,41 @@ async fn say_goodbye(mut s: ClientSession, mut stream: TcpStream) {
         }
     })
     .await;
+    stream.shutdown().await;
+}
+
+/// What one connection needs to speak TLS and authenticate.
+struct Tls<'a> {
+    plan: TlsPlan,
+    configs: Option<&'a crate::tls::ClientTls>,
+    verify: bool,
+    credentials: Option<rsmtpd_table::Credentials>,
+}
+
+impl Tls<'_> {
+    /// The client handshake with `host` (its name without a trailing dot:
+    /// certificates never carry one).
+    async fn handshake(&self, conn: &mut Conn, host: &str) -> Result<(), String> {
+        let configs = self
+            .configs
+            .ok_or_else(|| "no TLS configuration for this action".to_string())?;
+        let name = rsmtpd_tls::server_name(host).map_err(|e| e.to_string())?;
+        let config = if self.verify {
+            configs.verified.clone()
+        } else {
+            configs.unverified.clone()
+        };
+        let info = conn
+            .connect_tls(config, name, self.verify, REPLY_TIMEOUT)
+            .await?;
+        log_info!(
+            "relay: TLS with {}: {}{}",
+            visible(host),
+            info.log_form(),
+            if self.verify { ", verified" } else { "" }
+        );
+        Ok(())
+    }
 }
 
 /// Give the session what was read; what it does not take (after a fatal
@@ -597,7 +767,7 @@ async fn connect(source: Option<IpAddr>, at: SocketAddr) -> std::io::Result<TcpS
 /// dot, sending output as it fills.
 async fn send_body(
     s: &mut ClientSession,
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     file: &mut tokio::fs::File,
     buf: &mut [u8],
 ) -> Result<(), String> {

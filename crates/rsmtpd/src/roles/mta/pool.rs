@@ -15,7 +15,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rsmtpd_smtp_proto::client::ClientSession;
-use tokio::net::TcpStream;
+
+use crate::conn::Conn;
 
 /// What must match for a connection to be reused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -24,19 +25,22 @@ pub struct Key {
     pub source: Option<IpAddr>,
     pub helo: String,
     pub lmtp: bool,
+    /// A connection kept from a plaintext fallback never serves a route
+    /// that wants TLS, and the other way round.
+    pub tls: super::TlsPlan,
 }
 
 /// A session between transactions.
 pub struct Idle {
     pub session: ClientSession,
-    pub stream: TcpStream,
+    pub stream: Conn,
     /// Transactions done on it so far.
     pub mails: u64,
     since: Instant,
 }
 
 impl Idle {
-    pub fn new(session: ClientSession, stream: TcpStream, mails: u64) -> Idle {
+    pub fn new(session: ClientSession, stream: Conn, mails: u64) -> Idle {
         Idle {
             session,
             stream,
