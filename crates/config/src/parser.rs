@@ -688,6 +688,26 @@ impl<'o> Parser<'o> {
         }
     }
 
+    /// A `ciphers` value, checked against what rustls can do: a list it
+    /// cannot honour is an error here, not a surprise at the first
+    /// handshake.
+    fn cipher_list(&mut self) -> PResult<String> {
+        let (value, pos) = self.expect_string("a cipher list")?;
+        match rsmtpd_tls::cipher_suites(Some(&value)) {
+            Ok(_) => Ok(value),
+            Err(e) => Err(self.syntax(pos, format!("ciphers: {e}"), None)),
+        }
+    }
+
+    /// A `protocols` value, checked the same way.
+    fn protocol_list(&mut self) -> PResult<String> {
+        let (value, pos) = self.expect_string("a protocol list")?;
+        match rsmtpd_tls::protocol_versions(Some(&value)) {
+            Ok(_) => Ok(value),
+            Err(e) => Err(self.syntax(pos, format!("protocols: {e}"), None)),
+        }
+    }
+
     /// A declared name. A reserved word there is reported, then used as
     /// the name anyway so that later references to it do not cascade.
     fn expect_name(&mut self, what: &str) -> PResult<(String, Pos)> {
@@ -1511,7 +1531,7 @@ impl<'o> Parser<'o> {
                 }
             }
             TokenKind::Keyword(Keyword::Ciphers) => {
-                let (c, _) = self.expect_string("a cipher list")?;
+                let c = self.cipher_list()?;
                 self.expect_eol()?;
                 self.smtp.ciphers = Some(c);
             }
@@ -2509,13 +2529,13 @@ impl<'o> Parser<'o> {
                 if lo.ciphers.is_some() {
                     return Err(self.already(pos, "ciphers"));
                 }
-                lo.ciphers = Some(self.expect_string("a cipher list")?.0);
+                lo.ciphers = Some(self.cipher_list()?);
             }
             Keyword::Protocols => {
                 if lo.protocols.is_some() {
                     return Err(self.already(pos, "protocols"));
                 }
-                lo.protocols = Some(self.expect_string("a protocol list")?.0);
+                lo.protocols = Some(self.protocol_list()?);
             }
             Keyword::Pki => {
                 if lo.pki_count == MAX_PKI_PER_LISTENER {
@@ -3064,11 +3084,11 @@ impl<'o> Parser<'o> {
                 }
                 Keyword::Ciphers => {
                     once(self, "ciphers")?;
-                    d.ciphers = Some(self.expect_string("a cipher list")?.0);
+                    d.ciphers = Some(self.cipher_list()?);
                 }
                 Keyword::Protocols => {
                     once(self, "protocols")?;
-                    d.protocols = Some(self.expect_string("a protocol list")?.0);
+                    d.protocols = Some(self.protocol_list()?);
                 }
                 Keyword::Src => {
                     once(self, "source mapping")?;

@@ -704,3 +704,37 @@ fn inline_tables_are_bounded() {
     let e = one_error(&format!("table t {{ {} }}\n{RULE}", values.join(", ")));
     assert_eq!(e.message, "too many values in one table (at most 65536)");
 }
+
+/// rustls speaks TLS 1.2 and 1.3 with AEAD suites only: anything else in
+/// `protocols` or `ciphers` is refused where it is written.
+#[test]
+fn tls_options_rustls_cannot_honour() {
+    assert_error_at(
+        &format!("listen on lo protocols \"tlsv1.0\"\n{RULE}"),
+        1,
+        24,
+        "protocols: protocol 'tlsv1.0' is not supported: rustls speaks TLSv1.2 and TLSv1.3 only",
+    );
+    let e = one_error(&format!("smtp ciphers \"RC4-MD5:HIGH\"\n{RULE}"));
+    assert_eq!((e.line, e.col), (1, 14));
+    assert!(
+        e.message
+            .starts_with("ciphers: cipher 'RC4-MD5' is not supported"),
+        "{e:?}"
+    );
+    // The action fails as a whole: its later uses are reported too.
+    let e = &errors(&format!(
+        "action \"out\" relay ciphers \"ECDHE+AESGCM\"\n{RULE}"
+    ))[0];
+    assert_eq!((e.line, e.col), (1, 28));
+    assert!(
+        e.message.contains("'ECDHE+AESGCM' is not supported"),
+        "{e:?}"
+    );
+    // What rustls can do is accepted, in OpenSSL's words or IANA's.
+    common::ok(&format!(
+        "listen on lo protocols \"tlsv1.2:tlsv1.3\" ciphers \"HIGH:!aNULL:!MD5\"\n\
+         action \"out\" relay ciphers \"ECDHE-RSA-AES256-GCM-SHA384:TLS_AES_128_GCM_SHA256\" \
+         protocols \"secure\"\nmatch for any action \"out\"\n{RULE}"
+    ));
+}

@@ -1,6 +1,6 @@
 //! One binary, personalities chosen by the name it runs as (as OpenSMTPD's
 //! smtpctl is also sendmail, mailq, newaliases and makemap): `smtpd`, and
-//! `makemap` through a link of that name. The daemon re-executes it with
+//! `makemap` and `smtpctl` through links of those names. The daemon re-executes it with
 //! `--role NAME` for each child process and `--deliver` for each local
 //! delivery.
 
@@ -18,6 +18,7 @@ mod makemap;
 mod privsep;
 mod quickstart;
 mod roles;
+mod smtpctl;
 mod smtpd;
 mod tls;
 mod tuning;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         .unwrap_or_default();
     match name.as_str() {
         "makemap" => makemap::main(&args),
+        "smtpctl" => smtpctl::main(&args),
         _ => smtpd::main(&args),
     }
 }
