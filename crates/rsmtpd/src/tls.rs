@@ -209,7 +209,7 @@ impl Certificates {
                     verify,
                     client_cert: client_cert.clone(),
                     protocols: relay.protocols.clone(),
-                    ciphers: relay.ciphers.clone(),
+                    ciphers: relay.ciphers.clone().or(config.smtp.ciphers.clone()),
                 })
                 .map_err(|e| fail(e.to_string()))
             };
