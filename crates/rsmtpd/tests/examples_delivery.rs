@@ -610,12 +610,27 @@ fn example_03_mda_for_local_and_example_com() {
         1,
     );
     let conf = rewrite_line(&conf, "listen on lo0", "listen on 127.0.0.1 port {port}", 1);
-    // egress (the outside interface) becomes a second loopback address;
-    // the pki files are never read (no TLS handshake happens here).
+    // egress (the outside interface) becomes a second loopback address.
     let conf = rewrite_line(
         &conf,
         "listen on egress tls pki mail.example.com auth",
         "listen on 127.0.0.2 port {port} tls pki mail.example.com auth",
+        1,
+    );
+    // The pki files: a certificate from a test CA (the crypto process
+    // reads them at start-up).
+    let ca = TestCa::new(&files, "ex03");
+    let cert = ca.issue(&["mail.example.com"], KeyType::EcdsaP256);
+    let conf = rewrite_line(
+        &conf,
+        "pki mail.example.com cert \"/etc/ssl/mail.example.com.crt\"",
+        &format!("pki mail.example.com cert \"{}\"", cert.cert.display()),
+        1,
+    );
+    let conf = rewrite_line(
+        &conf,
+        "pki mail.example.com key \"/etc/ssl/private/mail.example.com.key\"",
+        &format!("pki mail.example.com key \"{}\"", cert.key.display()),
         1,
     );
     let conf = rewrite(
