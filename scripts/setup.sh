@@ -52,6 +52,18 @@ for u in rsmtpdtest1 rsmtpdtest2; do
             --shell /usr/sbin/nologin "$u"
     fi
 done
+# A system account with a known password, for AUTH against system accounts
+# (`listen ... auth` without a table: tests/tls_auth.rs, example 03). Only
+# where asked for (CI sets RSMTPD_TEST_ACCOUNTS=yes): a login with a
+# published password has no place on a machine that just runs the tests.
+# SHA-512 crypt, as the daemon does not read yescrypt.
+if [ "${RSMTPD_TEST_ACCOUNTS:-}" = yes ]; then
+    if ! getent passwd rsmtpdauth >/dev/null; then
+        useradd --system --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin rsmtpdauth
+    fi
+    echo 'rsmtpdauth:rsmtpd-Auth-Test-4711' | chpasswd -c SHA512
+fi
 # The chroot of the confined roles.
 install -d -o root -g root -m 0755 /var/empty
 echo "setup: ok"

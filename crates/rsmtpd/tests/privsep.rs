@@ -223,11 +223,20 @@ fn each_process_runs_as_its_user_in_its_chroot() {
     let names: Vec<&str> = roles.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["control", "lookup", "mta", "queue", "scheduler", "smtp"],
+        [
+            "control",
+            "crypto",
+            "lookup",
+            "mta",
+            "queue",
+            "scheduler",
+            "smtp"
+        ],
         "child roles"
     );
-    let expect: [(&str, &Account, PathBuf); 6] = [
+    let expect: [(&str, &Account, PathBuf); 7] = [
         ("smtp", &smtpd_user, PathBuf::from("/var/empty")),
+        ("crypto", &smtpd_user, PathBuf::from("/var/empty")),
         ("scheduler", &smtpd_user, PathBuf::from("/var/empty")),
         ("mta", &smtpd_user, PathBuf::from("/var/empty")),
         ("queue", &queue_user, spool),
@@ -477,8 +486,8 @@ fn started_by_a_user_everything_runs_as_that_user() {
     let mut pids = descendants(parent);
     assert_eq!(
         pids.iter().filter(|p| role_of(**p).is_some()).count(),
-        6,
-        "six child roles"
+        7,
+        "seven child roles"
     );
     pids.push(parent);
     for pid in pids {
