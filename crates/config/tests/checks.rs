@@ -94,8 +94,8 @@ fn listener_duplicates_and_limits() {
             "received-auth received-auth",
             "received-auth already specified",
         ),
-        ("ciphers a ciphers b", "ciphers already specified"),
-        ("protocols a protocols b", "protocols already specified"),
+        ("ciphers HIGH ciphers HIGH", "ciphers already specified"),
+        ("protocols secure protocols secure", "protocols already specified"),
     ] {
         let e = one_error(&format!("listen on lo {opt}\n{RULE}"));
         assert_eq!(e.message, what, "{opt}");
