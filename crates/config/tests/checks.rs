@@ -95,7 +95,10 @@ fn listener_duplicates_and_limits() {
             "received-auth already specified",
         ),
         ("ciphers HIGH ciphers HIGH", "ciphers already specified"),
-        ("protocols secure protocols secure", "protocols already specified"),
+        (
+            "protocols secure protocols secure",
+            "protocols already specified",
+        ),
     ] {
         let e = one_error(&format!("listen on lo {opt}\n{RULE}"));
         assert_eq!(e.message, what, "{opt}");
