@@ -147,11 +147,11 @@ impl LmtpError {
 /// Why a started session stopped before every recipient had its answer.
 #[derive(Debug, thiserror::Error)]
 enum Stop {
-    #[error("LMTP session: {0}")]
+    #[error("session: {0}")]
     Session(SessionError),
-    #[error("LMTP I/O: {0}")]
+    #[error("I/O: {0}")]
     Io(#[source] io::Error),
-    #[error("LMTP server did not answer in time")]
+    #[error("the server did not answer in time")]
     Timeout,
     #[error("reading the message: {0}")]
     Message(#[source] io::Error),
@@ -256,6 +256,43 @@ pub fn deliver(
             .map(|o| o.unwrap_or_else(|| Outcome::Permanent(why.clone())))
             .collect());
     }
+    Ok(finish(outcomes, &why))
+}
+
+/// One SMTP transaction over an open Unix stream: how `sendmail` hands a
+/// message to the daemon's local enqueue path, with the same driver as
+/// LMTP. One outcome per recipient of `envelope`, in order.
+pub fn submit(
+    stream: UnixStream,
+    helo: &str,
+    envelope: &Envelope,
+    message: &mut impl BufRead,
+    io_timeout: Duration,
+    session_timeout: Duration,
+) -> Result<Vec<Outcome>, LmtpError> {
+    let helo = Domain::parse_helo(helo)
+        .map_err(|_| LmtpError::BadLhlo(helo.escape_debug().to_string()))?;
+    let mut conn = Conn::Unix(stream);
+    let mut session = ClientSession::new(ClientConfig {
+        mode: Mode::Smtp,
+        helo,
+    });
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; envelope.recipients().len()];
+    let mut run = Run {
+        conn: &mut conn,
+        session: &mut session,
+        deadline: Instant::now() + session_timeout,
+        io_timeout,
+    };
+    let stopped = run.drive(envelope, message, &mut |index, outcome| {
+        if let Some(slot) = outcomes.get_mut(index) {
+            *slot = Some(outcome);
+        }
+    });
+    let why = match stopped {
+        Ok(()) => "4.3.0 the server gave no answer for this recipient".to_owned(),
+        Err(e) => e.to_string(),
+    };
     Ok(finish(outcomes, &why))
 }
 

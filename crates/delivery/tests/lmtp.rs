@@ -329,7 +329,7 @@ fn a_silent_server_times_out_temporarily() {
     for o in &outcomes {
         assert_eq!(
             o,
-            &Outcome::Temporary("LMTP server did not answer in time".into())
+            &Outcome::Temporary("the server did not answer in time".into())
         );
     }
     // The server saw LHLO only, then the connection closed.
@@ -354,7 +354,7 @@ fn malformed_replies_and_refusals_of_the_session() {
     assert_eq!(
         outcomes,
         [Outcome::Temporary(
-            "LMTP session: malformed reply: bare LF in reply".into()
+            "session: malformed reply: bare LF in reply".into()
         )]
     );
     assert_eq!(server.join().unwrap(), b"");
@@ -375,9 +375,7 @@ fn malformed_replies_and_refusals_of_the_session() {
     for o in &outcomes {
         assert_eq!(
             o,
-            &Outcome::Permanent(
-                "LMTP session: greeting refused: 554 5.3.2 not accepting mail".into()
-            )
+            &Outcome::Permanent("session: greeting refused: 554 5.3.2 not accepting mail".into())
         );
     }
     assert_eq!(server.join().unwrap(), b"");

@@ -9,7 +9,9 @@
 //! <root>/queue/<bucket>/<msgid>/<evpid>.tmp an update in progress
 //! <root>/purge/<msgid>                      a finished message being deleted
 //! <root>/corrupt/<name>.<rand>[.reason]     what failed its check, and why
-//! <root>/offline/                           reserved for later local submissions
+//! <root>/offline/                           not the queue's: sendmail's offline
+//!                                            submissions (world-writable, sticky;
+//!                                            the parent owns it)
 //! ```
 //!
 //! Callers serialise operations on one message (the queue process does);
@@ -32,11 +34,10 @@ const INCOMING: &str = "incoming";
 const QUEUE: &str = "queue";
 const PURGE: &str = "purge";
 const CORRUPT: &str = "corrupt";
-const OFFLINE: &str = "offline";
 const MESSAGE: &str = "message";
 /// The directories right below the root: whoever prepares the spool for
 /// the queue user (the parent, as root) creates exactly these.
-pub const SPOOL_DIRS: [&str; 5] = [INCOMING, QUEUE, PURGE, CORRUPT, OFFLINE];
+pub const SPOOL_DIRS: [&str; 4] = [INCOMING, QUEUE, PURGE, CORRUPT];
 const TMP_SUFFIX: &str = ".tmp";
 /// Tries to find an unused message id before giving up; with 2^32 ids a
 /// second try is already rare.
@@ -279,7 +280,7 @@ impl Spool {
             }
             Err(e) => return Err(io_err("stat", &root)(e)),
         }
-        for sub in [INCOMING, QUEUE, PURGE, CORRUPT, OFFLINE] {
+        for sub in SPOOL_DIRS {
             created |= ensure_dir(&root.join(sub))?;
         }
         if created {

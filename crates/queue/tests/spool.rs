@@ -105,7 +105,7 @@ fn sorted(mut v: Vec<Envelope>) -> Vec<Envelope> {
 fn open_creates_tree_with_private_modes() {
     let d = TestDir::new("open");
     let spool = Spool::open(d.spool()).unwrap();
-    for sub in ["incoming", "queue", "purge", "corrupt", "offline"] {
+    for sub in ["incoming", "queue", "purge", "corrupt"] {
         assert_eq!(mode(&d.spool().join(sub)), 0o700, "{sub}");
     }
     drop(spool);

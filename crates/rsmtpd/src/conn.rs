@@ -12,6 +12,8 @@ use tokio::net::TcpStream;
 
 pub enum Conn {
     Plain(TcpStream),
+    /// A local submission on the control socket (never TLS).
+    Local(tokio::net::UnixStream),
     Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     /// Only while the plaintext stream is inside a handshake that failed.
@@ -22,6 +24,7 @@ impl Conn {
     pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Conn::Plain(s) => s.read(buf).await,
+            Conn::Local(s) => s.read(buf).await,
             Conn::Server(s) => s.read(buf).await,
             Conn::Client(s) => s.read(buf).await,
             Conn::Gone => Ok(0),
@@ -32,6 +35,7 @@ impl Conn {
     pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Conn::Plain(s) => s.write_all(bytes).await,
+            Conn::Local(s) => s.write_all(bytes).await,
             Conn::Server(s) => {
                 s.write_all(bytes).await?;
                 s.flush().await
@@ -47,6 +51,7 @@ impl Conn {
     pub async fn shutdown(&mut self) {
         let _ = match self {
             Conn::Plain(s) => s.shutdown().await,
+            Conn::Local(s) => s.shutdown().await,
             Conn::Server(s) => s.shutdown().await,
             Conn::Client(s) => s.shutdown().await,
             Conn::Gone => Ok(()),

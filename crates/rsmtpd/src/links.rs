@@ -80,6 +80,8 @@ pub enum FdKind {
         addr: SocketAddr,
         hostname: String,
     },
+    /// The bound control socket (to the control role).
+    ControlSocket,
 }
 
 /// Everything a child needs, sent once, first.
@@ -503,4 +505,17 @@ pub struct PkiPublic {
     /// The certificate chain, DER, leaf first.
     pub chain: Vec<Vec<u8>>,
     pub key: rsmtpd_tls::PublicKeyInfo,
+}
+
+// ------------------------------------------------------------ control -> smtp
+
+/// From control to smtp: a local submission. Carries one fd: the client's
+/// connection, which speaks SMTP from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlToSmtp {
+    Enqueue {
+        /// Who the kernel says connected, not who the client claims to be.
+        uid: u32,
+        user: String,
+    },
 }

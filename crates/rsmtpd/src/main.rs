@@ -1,6 +1,7 @@
 //! One binary, personalities chosen by the name it runs as (as OpenSMTPD's
 //! smtpctl is also sendmail, mailq, newaliases and makemap): `smtpd`, and
-//! `makemap` and `smtpctl` through links of those names. The daemon re-executes it with
+//! `makemap`, `smtpctl` and `sendmail` (`send-mail`) through links of
+//! those names. The daemon re-executes it with
 //! `--role NAME` for each child process and `--deliver` for each local
 //! delivery.
 
@@ -10,6 +11,7 @@ use std::process::ExitCode;
 
 mod clock;
 mod conn;
+mod control_proto;
 mod dsn;
 mod getopt;
 mod links;
@@ -18,6 +20,7 @@ mod makemap;
 mod privsep;
 mod quickstart;
 mod roles;
+mod sendmail;
 mod smtpctl;
 mod smtpd;
 mod tls;
@@ -34,6 +37,9 @@ fn main() -> ExitCode {
             return roles::child_main(name);
         }
         Some(roles::deliver::DELIVER_FLAG) => return roles::deliver::main(),
+        Some(roles::offline::OFFLINE_FLAG) => {
+            return sendmail::offline_main(args.get(1..).unwrap_or_default());
+        }
         Some(roles::forward::READ_FORWARD_FLAG) => {
             return roles::forward::main(args.get(1).and_then(|a| a.to_str()));
         }
@@ -46,6 +52,7 @@ fn main() -> ExitCode {
     match name.as_str() {
         "makemap" => makemap::main(&args),
         "smtpctl" => smtpctl::main(&args),
+        "sendmail" | "send-mail" => sendmail::main(&args),
         _ => smtpd::main(&args),
     }
 }

@@ -60,6 +60,9 @@ pub struct ReceivedInfo<'a> {
     /// Reverse DNS name of the client, if known.
     pub client_host: Option<&'a str>,
     pub client_ip: Option<IpAddr>,
+    /// A local submission: the submitting user's name and uid, as the
+    /// kernel gave them (not what the client claimed).
+    pub local_user: Option<(&'a str, u32)>,
     /// Hide the `from` clause (OpenSMTPD's `mask-src`).
     pub mask_src: bool,
     /// Our host name.
@@ -94,6 +97,10 @@ pub fn format_received(info: &ReceivedInfo<'_>) -> String {
             (Some(h), None) => words.push(format!("({h})")),
             (None, Some(ip)) => words.push(format!("([{ip}])")),
             (None, None) => {}
+        }
+        if let Some((user, uid)) = info.local_user {
+            words.push(format!("(user={}", token(user, utf8)));
+            words.push(format!("uid={uid})"));
         }
     }
     words.push("by".into());
@@ -182,6 +189,7 @@ mod tests {
             helo: "client.example",
             client_host: Some("host.example"),
             client_ip: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+            local_user: None,
             mask_src: false,
             by: "mx.example",
             protocol: Protocol {

@@ -17,6 +17,7 @@ pub mod deliver;
 pub mod forward;
 pub mod lookup;
 pub mod mta;
+pub mod offline;
 pub mod parent;
 pub mod queue;
 pub mod scheduler;
@@ -63,6 +64,12 @@ impl Received {
             .position(|(kind, _)| *kind == FdKind::Link(peer))
             .ok_or(RoleError::MissingLink(peer))?;
         Ok(self.fds.remove(pos).1)
+    }
+
+    /// The first fd of this kind (not a link: see [`Received::link`]).
+    pub fn take(&mut self, kind: &FdKind) -> Option<OwnedFd> {
+        let pos = self.fds.iter().position(|(k, _)| k == kind)?;
+        Some(self.fds.remove(pos).1)
     }
 
     /// Every listener socket: (listener index, address, server name, fd).

@@ -37,8 +37,9 @@ use crate::{log_error, log_info, log_warn};
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The pairs of child roles that talk directly.
-const LINKS: [(Role, Role); 7] = [
+const LINKS: [(Role, Role); 8] = [
     (Role::Smtp, Role::Queue),
+    (Role::Control, Role::Smtp),
     (Role::Smtp, Role::Crypto),
     (Role::Mta, Role::Crypto),
     (Role::Smtp, Role::Lookup),
@@ -57,6 +58,8 @@ pub enum ParentError {
     },
     #[error("spool {path}: {reason}")]
     Spool { path: PathBuf, reason: String },
+    #[error("control socket {path}: {reason}")]
+    Control { path: PathBuf, reason: String },
     #[error("cannot start the {role} process: {reason}")]
     Spawn { role: &'static str, reason: String },
     #[error("{0}")]
@@ -104,10 +107,16 @@ fn start(flags: &Flags, config: Config) -> Result<ExitCode, ParentError> {
         }
     }
     prepare_spool(mode, &config.queue.path)?;
+    super::offline::prepare(&config.queue.path, mode).map_err(|e| ParentError::Spool {
+        path: config.queue.path.join(crate::sendmail::OFFLINE_DIR),
+        reason: e.to_string(),
+    })?;
     let listeners = bind_listeners(&config)?;
     for (_, addr, _) in &listeners {
         log_info!("smtpd: listening on {addr}");
     }
+    let control_path = crate::control_proto::socket_path(&config);
+    let control = bind_control(&control_path)?;
     let exe = std::env::current_exe().map_err(|e| ParentError::Spawn {
         role: "smtpd",
         reason: e.to_string(),
@@ -120,6 +129,7 @@ fn start(flags: &Flags, config: Config) -> Result<ExitCode, ParentError> {
         ends.push((a, FdKind::Link(b), ea));
         ends.push((b, FdKind::Link(a), eb));
     }
+    ends.push((Role::Control, FdKind::ControlSocket, control));
     for (index, addr, fd) in listeners {
         let hostname = server_name(&config, &tables, index, addr.ip());
         ends.push((
@@ -184,8 +194,17 @@ fn start(flags: &Flags, config: Config) -> Result<ExitCode, ParentError> {
     }
     log_info!("smtpd: ready");
     let rt = super::runtime()?;
-    let code = rt.block_on(supervise(config, tables, mode, exe, links, flags.debug));
+    let code = rt.block_on(async {
+        tokio::spawn(super::offline::submit_all(
+            config.queue.path.clone(),
+            control_path.clone(),
+            exe.clone(),
+            mode,
+        ));
+        supervise(config, tables, mode, exe, links, flags.debug).await
+    });
     shutdown_children(&mut children, Duration::from_secs(10));
+    let _ = std::fs::remove_file(&control_path);
     log_info!("smtpd: exiting");
     Ok(code)
 }
@@ -1004,6 +1023,31 @@ fn bind_listeners(config: &Config) -> Result<Vec<(usize, SocketAddr, OwnedFd)>, 
         }
     }
     Ok(out)
+}
+
+/// The control socket, open to every local user (mode 0666; the directory
+/// decides who can reach it). A socket file left by a daemon that died is
+/// replaced; one that answers belongs to a running daemon: that is an
+/// error, so two daemons never share a spool.
+fn bind_control(path: &Path) -> Result<OwnedFd, ParentError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let err = |reason: String| ParentError::Control {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(err("exists and is not a socket".into()));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(err("another smtpd is running with this socket".into()));
+        }
+        std::fs::remove_file(path).map_err(|e| err(e.to_string()))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| err(e.to_string()))?;
+    Ok(OwnedFd::from(listener))
 }
 
 fn bind_one(addr: SocketAddr) -> Result<OwnedFd, nix::Error> {

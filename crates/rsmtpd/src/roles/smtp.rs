@@ -32,8 +32,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::clock::now;
 use crate::conn::Conn;
 use crate::links::{
-    AuthVerdict, FromLookup, QueueToSmtp, Role, RouteAnswer, RouteQuery, Secret, SessionFacts,
-    SmtpToQueue, Start, Submission, SubmittedRcpt, ToLookup,
+    AuthVerdict, ControlToSmtp, FromLookup, QueueToSmtp, Role, RouteAnswer, RouteQuery, Secret,
+    SessionFacts, SmtpToQueue, Start, Submission, SubmittedRcpt, ToLookup,
 };
 use crate::logging::visible;
 use crate::roles::{ParentLink, Received, RoleError, writer};
@@ -58,6 +58,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
     let lookup = fds.link(Role::Lookup)?;
     let listeners = fds.listeners();
     let ids = SessionIds::new();
+    let control = fds.link(Role::Control)?;
     let (crypto, pkis) = crate::tls::CryptoLink::connect(fds.link(Role::Crypto)?)?;
     let tls = crate::tls::Certificates::new(pkis, crypto).server_configs(&start.config)?;
     crate::privsep::apply(start.mode, &super::privileges(Role::Smtp, &start))?;
@@ -102,6 +103,8 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             };
             tasks.spawn(accept_loop(listener, at, shared.clone(), stop.clone()));
         }
+        let control: Channel<ControlToSmtp, ControlToSmtp> = Channel::from_fd(control)?;
+        tasks.spawn(local_submissions(control, shared.clone(), stop.clone()));
         super::wait_for_shutdown(parent).await?;
         let _ = stop_tx.send(true);
         // Give sessions a moment to say 421 and go.
@@ -178,11 +181,12 @@ async fn accept_loop(
                     // A reply goes out when the session writes it; Nagle
                     // would hold a short one for the client's delayed ACK.
                     let _ = stream.set_nodelay(true);
-                    let Some(slot) = SessionSlot::take(&shared, peer.ip()) else {
+                    let Some(slot) = SessionSlot::take(&shared, Some(peer.ip())) else {
                         refuse_busy(stream);
                         continue;
                     };
-                    sessions.spawn(session(stream, peer, at.clone(), shared.clone(), stop.clone(), slot));
+                    let entry = Entry::Listener(at.clone());
+                    sessions.spawn(session(Conn::Plain(stream), Peer::Remote(peer), entry, shared.clone(), stop.clone(), slot));
                 }
                 Err(e) => {
                     log_warn!("smtp-in: accept on {}: {e}", at.addr);
@@ -194,6 +198,79 @@ async fn accept_loop(
         }
     }
     while sessions.join_next().await.is_some() {}
+}
+
+/// Local submissions (sendmail), handed over by control: each is an SMTP
+/// session on the client's own connection, as the `listen on socket`
+/// listener.
+async fn local_submissions(
+    mut control: Channel<ControlToSmtp, ControlToSmtp>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut sessions = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            msg = control.recv() => match msg {
+                Ok(Some((ControlToSmtp::Enqueue { uid, user }, mut fds))) => {
+                    let Some(fd) = fds.pop() else { continue };
+                    let std = std::os::unix::net::UnixStream::from(fd);
+                    if std.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let Ok(stream) = tokio::net::UnixStream::from_std(std) else {
+                        continue;
+                    };
+                    let Some(slot) = SessionSlot::take(&shared, None) else {
+                        let mut conn = Conn::Local(stream);
+                        let _ = conn
+                            .write_all(b"421 4.3.2 Too many connections, try again later\r\n")
+                            .await;
+                        continue;
+                    };
+                    sessions.spawn(session(
+                        Conn::Local(stream),
+                        Peer::Local { uid, user },
+                        Entry::Socket,
+                        shared.clone(),
+                        stop.clone(),
+                        slot,
+                    ));
+                }
+                // Control is gone: the daemon is stopping.
+                Ok(None) | Err(_) => break,
+            },
+            _ = stop.changed() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    while sessions.join_next().await.is_some() {}
+}
+
+/// Who is at the other end of a session.
+enum Peer {
+    Remote(SocketAddr),
+    /// A local submission: the user the kernel vouches for.
+    Local {
+        uid: u32,
+        user: String,
+    },
+}
+
+impl Peer {
+    fn ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Peer::Remote(addr) => Some(addr.ip()),
+            Peer::Local { .. } => None,
+        }
+    }
+}
+
+/// Where a session came in.
+enum Entry {
+    Listener(Arc<Listening>),
+    /// The control socket's local enqueue path (`listen on socket`).
+    Socket,
 }
 
 /// Too many sessions: say so and close, without reading anything.
@@ -208,20 +285,23 @@ fn refuse_busy(mut stream: TcpStream) {
 /// A counted session; gives its place back when dropped.
 struct SessionSlot {
     shared: Arc<Shared>,
-    ip: std::net::IpAddr,
+    /// `None` for a local submission: counted in the total only.
+    ip: Option<std::net::IpAddr>,
 }
 
 impl SessionSlot {
-    fn take(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Option<SessionSlot> {
+    fn take(shared: &Arc<Shared>, ip: Option<std::net::IpAddr>) -> Option<SessionSlot> {
         let mut per = shared.per_address.lock().unwrap_or_else(|p| p.into_inner());
         let limits = &shared.config.smtp;
-        let here = per.get(&ip).copied().unwrap_or(0);
+        let here = ip.and_then(|ip| per.get(&ip).copied()).unwrap_or(0);
         if here as u64 >= limits.max_sessions_per_address
             || shared.sessions.load(Ordering::Relaxed) as u64 >= limits.max_sessions
         {
             return None;
         }
-        per.insert(ip, here + 1);
+        if let Some(ip) = ip {
+            per.insert(ip, here + 1);
+        }
         shared.sessions.fetch_add(1, Ordering::Relaxed);
         Some(SessionSlot {
             shared: shared.clone(),
@@ -238,10 +318,12 @@ impl Drop for SessionSlot {
             .per_address
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = per.get_mut(&self.ip) {
+        if let Some(ip) = self.ip
+            && let Some(n) = per.get_mut(&ip)
+        {
             *n -= 1;
             if *n == 0 {
-                per.remove(&self.ip);
+                per.remove(&ip);
             }
         }
     }
@@ -301,29 +383,40 @@ struct Incoming {
 
 /// One SMTP session, from accept to close.
 async fn session(
-    stream: TcpStream,
-    peer: SocketAddr,
-    at: Arc<Listening>,
+    mut conn: Conn,
+    peer: Peer,
+    entry: Entry,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     _slot: SessionSlot,
 ) {
     let config = &shared.config;
-    let listener = config.listeners.get(at.index);
-    let hostname = at.hostname.clone();
+    let (listener, hostname, tls_config) = match &entry {
+        Entry::Listener(at) => (
+            config.listeners.get(at.index),
+            at.hostname.clone(),
+            shared.tls.get(at.index).cloned().flatten(),
+        ),
+        Entry::Socket => (None, config.hostname.clone(), None),
+    };
+    let socket = &config.socket;
     let id = shared.ids.next();
-    log_info!(
-        "smtp-in: session {id}: connected address={} host=<unknown>",
-        peer.ip()
-    );
-    let tls_config = shared.tls.get(at.index).cloned().flatten();
+    match &peer {
+        Peer::Remote(addr) => log_info!(
+            "smtp-in: session {id}: connected address={} host=<unknown>",
+            addr.ip()
+        ),
+        Peer::Local { uid, user } => log_info!(
+            "smtp-in: session {id}: connected address=local user={} uid={uid}",
+            visible(user)
+        ),
+    }
     let tls_policy = match (listener.map(|l| l.tls), &tls_config) {
         (Some(ListenerTls::StartTls { required, .. }), Some(_)) => TlsPolicy::StartTls { required },
         (Some(ListenerTls::Smtps { .. }), Some(_)) => TlsPolicy::Implicit,
         _ => TlsPolicy::Off,
     };
     let auth = listener.and_then(|l| l.auth.clone());
-    let mut conn = Conn::Plain(stream);
     let mut tls_info: Option<TlsInfo> = None;
     if let (TlsPolicy::Implicit, Some(tls)) = (tls_policy, &tls_config) {
         match conn
@@ -350,7 +443,10 @@ async fn session(
         max_recipients: usize::try_from(config.smtp.max_rcpt).unwrap_or(usize::MAX),
         max_messages: u32::try_from(config.smtp.max_mails).unwrap_or(u32::MAX),
         max_errors: u32::try_from(config.smtp.max_errors).unwrap_or(u32::MAX),
-        dsn: !listener.is_some_and(|l| l.no_dsn),
+        dsn: match &entry {
+            Entry::Listener(_) => !listener.is_some_and(|l| l.no_dsn),
+            Entry::Socket => !socket.no_dsn,
+        },
         tls: tls_policy,
         auth: match &auth {
             None => AuthPolicy::Off,
@@ -360,15 +456,21 @@ async fn session(
         ..ServerConfig::default()
     });
     let facts_base = SessionFacts {
-        peer: Some(peer.ip()),
+        peer: peer.ip(),
         rdns: None,
         helo: None,
-        tag: listener.and_then(|l| l.tag.clone()),
+        tag: match &entry {
+            Entry::Listener(_) => listener.and_then(|l| l.tag.clone()),
+            Entry::Socket => socket.tag.clone(),
+        },
         auth_user: None,
         tls: false,
     };
     let received_auth = listener.is_some_and(|l| l.received_auth);
-    let mask_src = listener.is_some_and(|l| l.mask_src);
+    let mask_src = match &entry {
+        Entry::Listener(_) => listener.is_some_and(|l| l.mask_src),
+        Entry::Socket => socket.mask_src,
+    };
     let mut routes: Vec<(String, RouteAnswer)> = Vec::new();
     let mut incoming: Option<Incoming> = None;
     let mut buf = vec![0u8; 16 * 1024];
@@ -437,7 +539,8 @@ async fn session(
                     }
                 }
                 Todo::Auth(mechanism, credentials) => {
-                    let verdict = if shared.auth_blocked(peer.ip()) {
+                    let ip = peer.ip();
+                    let verdict = if ip.is_some_and(|ip| shared.auth_blocked(ip)) {
                         AuthVerdict::Unavailable("too many failures from this address".into())
                     } else {
                         let table = auth.as_ref().and_then(|a| a.table);
@@ -469,7 +572,9 @@ async fn session(
                             log_info!(
                                 "smtp-in: session {id}: authentication user={user} mechanism={mechanism} result=permfail"
                             );
-                            shared.auth_failed(peer.ip());
+                            if let Some(ip) = ip {
+                                shared.auth_failed(ip);
+                            }
                             tokio::time::sleep(AUTH_FAILURE_DELAY).await;
                             let _ = s.auth_rejected();
                         }
@@ -577,7 +682,7 @@ async fn session(
                         auth_user: s.auth_user(),
                         received_auth,
                     };
-                    match create_message(&shared, &tx, &hostname, peer, mask_src, &how).await {
+                    match create_message(&shared, &tx, &hostname, &peer, mask_src, &how).await {
                         Ok(msg) => {
                             incoming = Some(msg);
                             let _ = s.data_ready();
@@ -753,7 +858,7 @@ async fn create_message(
     shared: &Shared,
     tx: &Transaction,
     hostname: &str,
-    peer: SocketAddr,
+    peer: &Peer,
     mask_src: bool,
     how: &HowReceived<'_>,
 ) -> Result<Incoming, String> {
@@ -779,7 +884,11 @@ async fn create_message(
     let header = format_received(&ReceivedInfo {
         helo: &tx.helo.name.to_string(),
         client_host: None,
-        client_ip: Some(peer.ip()),
+        client_ip: peer.ip(),
+        local_user: match peer {
+            Peer::Local { uid, user } => Some((user.as_str(), *uid)),
+            Peer::Remote(_) => None,
+        },
         mask_src,
         by: hostname,
         protocol: Protocol {
