@@ -25,4 +25,6 @@ pub use envelope::{
 };
 pub use id::{EnvelopeId, IdError, MsgId};
 pub use random::Urandom;
-pub use spool::{CorruptReason, LoadReport, MovedAside, SPOOL_DIRS, Spool, SpoolError};
+pub use spool::{
+    CorruptReason, LoadReport, MovedAside, SPOOL_DIRS, Spool, SpoolError, scan_read_only,
+};

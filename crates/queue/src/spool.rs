@@ -260,6 +260,42 @@ fn list(dir: &Path) -> Result<Vec<(String, PathBuf, fs::FileType)>, SpoolError> 
     Ok(out)
 }
 
+/// The committed envelopes under `root`, read without changing anything:
+/// what `smtpctl show queue` prints while the daemon is down. Whatever
+/// [`Spool::load`] would move aside or clean is skipped here and left for
+/// it. Sorted by id.
+pub fn scan_read_only(root: &Path) -> Result<Vec<Envelope>, SpoolError> {
+    let mut out = Vec::new();
+    for (bname, bpath, bft) in list(&root.join(QUEUE))? {
+        if !bft.is_dir() || bname.len() != 2 {
+            continue;
+        }
+        for (mname, mpath, mft) in list(&bpath)? {
+            let Ok(msgid) = mname.parse::<MsgId>() else {
+                continue;
+            };
+            if !mft.is_dir() || msgid.bucket() != bname {
+                continue;
+            }
+            for (name, path, ft) in list(&mpath)? {
+                let Ok(id) = name.parse::<EnvelopeId>() else {
+                    continue;
+                };
+                if !ft.is_file() || id.msgid() != msgid {
+                    continue;
+                }
+                if let Some(Ok(env)) = read_bounded(&path).ok().map(|b| codec::decode(&b))
+                    && env.id == id
+                {
+                    out.push(env);
+                }
+            }
+        }
+    }
+    out.sort_by_key(|e| e.id);
+    Ok(out)
+}
+
 impl Spool {
     /// Opens the spool at `root`, creating the tree if missing. Opens
     /// /dev/urandom too: call before chroot, or use [`Spool::open_with`].

@@ -36,10 +36,179 @@ pub fn socket_path(config: &Config) -> PathBuf {
 pub enum Request {
     /// Submit mail: the connection becomes an SMTP session.
     Enqueue,
+    /// An smtpctl command.
+    Command(Command),
+}
+
+/// smtpctl's commands that need the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    ShowQueue,
+    ShowEnvelope(u64),
+    /// Answered with the message file's descriptor.
+    ShowMessage(u64),
+    ShowStats,
+    ShowStatus,
+    Schedule(Selector),
+    Remove(Selector),
+    Pause(Target),
+    Resume(Target),
+}
+
+impl Command {
+    /// What any local user may ask; everything else needs the daemon's
+    /// user (root, or whoever started a non-root daemon).
+    pub fn is_open_to_all(&self) -> bool {
+        matches!(self, Command::ShowStats | Command::ShowStatus)
+    }
+}
+
+/// Which envelopes: one, a message's, or all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Selector {
+    Envelope(u64),
+    Message(u32),
+    All,
+}
+
+impl Selector {
+    /// 16 hex digits (an envelope id), 8 (a message id), or `all`.
+    pub fn parse(s: &str) -> Option<Selector> {
+        if s == "all" {
+            return Some(Selector::All);
+        }
+        if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        match s.len() {
+            16 => u64::from_str_radix(s, 16).ok().map(Selector::Envelope),
+            1..=8 => u32::from_str_radix(s, 16).ok().map(Selector::Message),
+            _ => None,
+        }
+    }
+
+    pub fn matches(self, evpid: u64) -> bool {
+        match self {
+            Selector::Envelope(e) => e == evpid,
+            Selector::Message(m) => (evpid >> 32) as u32 == m,
+            Selector::All => true,
+        }
+    }
+}
+
+/// What `pause` and `resume` act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    Mda,
+    Mta,
+    Smtp,
+    Envelope(Selector),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     /// The request was refused; the reason is for the user.
     Refused(String),
+    Queue(Vec<QueueLine>),
+    /// Text to print as it is (show envelope, show stats, show status).
+    Text(String),
+    /// A command that changes state worked.
+    Done(String),
+    /// `show message`: the message file comes with this frame.
+    Message,
+}
+
+/// One envelope as `show queue` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueLine {
+    pub evpid: u64,
+    /// `inet4`, `inet6` or `local`.
+    pub family: String,
+    /// `mta`, `mda` or `bounce`.
+    pub kind: String,
+    pub flags: Vec<String>,
+    pub sender: String,
+    pub rcpt: String,
+    pub dest: String,
+    pub created: u64,
+    pub expires: u64,
+    pub last_try: u64,
+    pub retries: u32,
+    /// `pending`, `inflight` or `offline`.
+    pub runstate: String,
+    /// Seconds until the next try (pending), since the try began
+    /// (inflight); `None` offline.
+    pub delay: Option<u64>,
+    pub error: String,
+}
+
+impl QueueLine {
+    pub fn new(e: &rsmtpd_queue::Envelope, runstate: &str, now: Option<u64>) -> QueueLine {
+        use rsmtpd_queue::{Dispatcher, Origin, Sender};
+        let family = match &e.origin {
+            Origin::LocalSocket => "local",
+            Origin::Inet { addr, .. } if addr.is_ipv4() => "inet4",
+            Origin::Inet { .. } => "inet6",
+        };
+        let bounce = e.sender == Sender::Null && e.helo.is_empty();
+        let kind = match (bounce, e.dispatcher) {
+            (true, _) => "bounce",
+            (false, Dispatcher::Relay) => "mta",
+            (false, Dispatcher::Local) => "mda",
+        };
+        let mut flags = Vec::new();
+        if e.auth_user.is_some() {
+            flags.push("authenticated".to_owned());
+        }
+        if e.hold {
+            flags.push("hold".to_owned());
+        }
+        let delay = now.map(|now| match runstate {
+            "inflight" => now.saturating_sub(e.last_try.unwrap_or(now)),
+            _ => e.next_try.saturating_sub(now),
+        });
+        QueueLine {
+            evpid: e.id.get(),
+            family: family.into(),
+            kind: kind.into(),
+            flags,
+            sender: e.sender.to_string(),
+            rcpt: e.rcpt.clone(),
+            dest: e.dest.clone(),
+            created: e.created,
+            expires: e.expires_at(),
+            last_try: e.last_try.unwrap_or(0),
+            retries: e.retry,
+            runstate: runstate.into(),
+            delay,
+            error: e
+                .last_error
+                .as_ref()
+                .map(|l| l.text.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// OpenSMTPD's `|`-separated line. Every field is escaped: addresses
+    /// and errors came from the network.
+    pub fn line(&self) -> String {
+        let v = |s: &str| crate::logging::visible(s).replace('|', "\\x7c");
+        format!(
+            "{:016x}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            self.evpid,
+            self.family,
+            self.kind,
+            self.flags.join(","),
+            v(&self.sender),
+            v(&self.rcpt),
+            v(&self.dest),
+            self.created,
+            self.expires,
+            self.last_try,
+            self.retries,
+            self.runstate,
+            self.delay.map(|d| d.to_string()).unwrap_or_default(),
+            v(&self.error),
+        )
+    }
 }

@@ -380,6 +380,8 @@ pub struct Schedule {
     pub retries: u32,
     /// Unix time of the next attempt (0: now).
     pub next_try: u64,
+    /// Held by `smtpctl pause envelope`: not tried (it still expires).
+    pub hold: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -390,6 +392,15 @@ pub enum QueueToScheduler {
     Remove { evpid: u64 },
     /// A temporary failure: schedule the next try.
     Retry { evpid: u64 },
+    /// `smtpctl schedule`: try these now (held ones stay held).
+    Now { evpids: Vec<u64> },
+    /// `smtpctl pause|resume envelope`: no try while held.
+    Hold { evpid: u64, hold: bool },
+    /// `smtpctl pause|resume mda|mta`.
+    Pause {
+        local: Option<bool>,
+        relay: Option<bool>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -518,4 +529,30 @@ pub enum ControlToSmtp {
         uid: u32,
         user: String,
     },
+    /// `pause smtp` / `resume smtp`: stop or start accepting connections.
+    Accepting(bool),
+    /// How many sessions are open (`show stats`).
+    Stats { id: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SmtpToControl {
+    Stats { id: u64, sessions: usize },
+}
+
+// ----------------------------------------------------------- control <-> queue
+
+/// smtpctl's queue commands, and `pause`/`resume` of mda and mta (the
+/// queue passes those on to the scheduler).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlToQueue {
+    pub id: u64,
+    pub command: crate::control_proto::Command,
+}
+
+/// The answer; `show message` carries the message file's descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueToControl {
+    pub id: u64,
+    pub reply: crate::control_proto::Reply,
 }

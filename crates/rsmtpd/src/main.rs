@@ -52,6 +52,7 @@ fn main() -> ExitCode {
     match name.as_str() {
         "makemap" => makemap::main(&args),
         "smtpctl" => smtpctl::main(&args),
+        "mailq" => smtpctl::mailq(&args),
         "sendmail" | "send-mail" => sendmail::main(&args),
         _ => smtpd::main(&args),
     }

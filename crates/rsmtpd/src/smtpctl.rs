@@ -1,38 +1,267 @@
-//! `smtpctl` (argv[0] personality). For now only `encrypt`, which needs no
-//! daemon: it makes the crypt(3) hash a credentials table holds. The
-//! commands that talk to the running daemon come with the control socket.
+//! `smtpctl` and `mailq` (argv[0] personalities): the administrator's
+//! commands. `encrypt` needs no daemon; the others ask the running daemon
+//! over its control socket (found through the same configuration: `-f
+//! FILE`, else `$RSMTPD_CONFIG`, else the default), and `show queue` reads
+//! the spool itself when the daemon is down. Commands may be abbreviated
+//! to any unambiguous prefix (`sh q` is `show queue`).
 
 use std::ffi::OsString;
 use std::io::{BufRead, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: smtpctl encrypt [string]";
+use rsmtpd_ipc::BlockingChannel;
+
+use crate::control_proto::{Command, QueueLine, Reply, Request, Selector, Target};
+
+const USAGE: &str = "usage: smtpctl [-f file] [--json] command [argument ...]";
 
 /// Longest password line read from standard input.
 const MAX_LINE: usize = 4096;
 
-pub fn main(args: &[OsString]) -> ExitCode {
-    let words: Vec<String> = args
+/// The command words, in the order they are matched. `ID` is an envelope
+/// id, `SEL` an envelope id, a message id or `all`, `ARG` anything.
+const GRAMMAR: &[&[&str]] = &[
+    &["encrypt"],
+    &["encrypt", "ARG"],
+    &["show", "queue"],
+    &["show", "envelope", "ID"],
+    &["show", "message", "ID"],
+    &["show", "stats"],
+    &["show", "status"],
+    &["show", "hosts"],
+    &["show", "hoststats"],
+    &["show", "relays"],
+    &["show", "routes"],
+    &["schedule", "SEL"],
+    &["remove", "SEL"],
+    &["pause", "mda"],
+    &["pause", "mta"],
+    &["pause", "smtp"],
+    &["pause", "envelope", "SEL"],
+    &["resume", "mda"],
+    &["resume", "mta"],
+    &["resume", "smtp"],
+    &["resume", "envelope", "SEL"],
+    &["resume", "route", "ARG"],
+    &["discover", "SEL"],
+    &["monitor"],
+    &["log", "brief"],
+    &["log", "verbose"],
+    &["trace", "ARG"],
+    &["untrace", "ARG"],
+    &["profile", "ARG"],
+    &["unprofile", "ARG"],
+    &["update", "table", "ARG"],
+    &["spf", "walk"],
+];
+
+/// The grammar entry `words` abbreviate, with the arguments in place.
+fn resolve(words: &[String]) -> Result<(&'static [&'static str], Vec<String>), String> {
+    let fits = |pattern: &[&str]| {
+        pattern.len() == words.len()
+            && pattern.iter().zip(words).all(|(p, w)| match *p {
+                "ID" | "SEL" | "ARG" => true,
+                keyword => !w.is_empty() && keyword.starts_with(w.as_str()),
+            })
+    };
+    let matching: Vec<&'static [&'static str]> =
+        GRAMMAR.iter().copied().filter(|p| fits(p)).collect();
+    // An exact keyword wins over a longer one it prefixes (`show hosts`
+    // against `show hoststats`).
+    let exact: Vec<&'static [&'static str]> = matching
         .iter()
-        .map(|a| a.to_string_lossy().into_owned())
+        .copied()
+        .filter(|p| {
+            p.iter()
+                .zip(words)
+                .all(|(p, w)| matches!(*p, "ID" | "SEL" | "ARG") || *p == w)
+        })
         .collect();
-    match words.first().map(String::as_str) {
-        // Unambiguous prefixes, as smtpctl accepts them.
-        Some(w) if !w.is_empty() && "encrypt".starts_with(w) => {
-            encrypt(words.get(1..).unwrap_or(&[]))
+    let pick = match (exact.as_slice(), matching.as_slice()) {
+        ([one], _) | (_, [one]) => *one,
+        (_, []) => return Err(format!("unknown command: {}", words.join(" "))),
+        _ => {
+            let names: Vec<String> = matching.iter().map(|p| p.join(" ")).collect();
+            return Err(format!("ambiguous command, could be: {}", names.join(", ")));
         }
-        Some(other) => {
-            eprintln!(
-                "smtpctl: {}: not available yet (only encrypt is)\n{USAGE}",
-                crate::logging::visible(other)
-            );
-            ExitCode::from(1)
+    };
+    let args = pick
+        .iter()
+        .zip(words)
+        .filter(|(p, _)| matches!(**p, "ID" | "SEL" | "ARG"))
+        .map(|(_, w)| w.clone())
+        .collect();
+    Ok((pick, args))
+}
+
+struct Options {
+    config: Option<PathBuf>,
+    json: bool,
+    words: Vec<String>,
+}
+
+fn options(args: &[OsString]) -> Result<Options, String> {
+    let mut o = Options {
+        config: None,
+        json: false,
+        words: Vec::new(),
+    };
+    let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-f" => o.config = Some(PathBuf::from(it.next().ok_or("-f needs a file")?)),
+            "--json" => o.json = true,
+            _ if a.starts_with("-f") && a.len() > 2 => {
+                o.config = Some(PathBuf::from(a.get(2..).unwrap_or_default()));
+            }
+            _ => o.words.push(a),
         }
-        None => {
-            eprintln!("{USAGE}");
+    }
+    Ok(o)
+}
+
+/// `mailq`: `smtpctl show queue`.
+pub fn mailq(args: &[OsString]) -> ExitCode {
+    let mut with: Vec<OsString> = args.to_vec();
+    with.push("show".into());
+    with.push("queue".into());
+    main(&with)
+}
+
+pub fn main(args: &[OsString]) -> ExitCode {
+    let o = match options(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("smtpctl: {e}\n{USAGE}");
+            return ExitCode::from(1);
+        }
+    };
+    if o.words.is_empty() {
+        eprintln!("{USAGE}");
+        return ExitCode::from(1);
+    }
+    let (pattern, args) = match resolve(&o.words) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("smtpctl: {}\n{USAGE}", crate::logging::visible(&e));
+            return ExitCode::from(1);
+        }
+    };
+    if pattern.first() == Some(&"encrypt") {
+        return encrypt(&args);
+    }
+    let result = command(pattern, &args).and_then(|command| run(&o, command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smtpctl: {}", crate::logging::visible(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The daemon command a resolved pattern means.
+fn command(pattern: &[&str], args: &[String]) -> Result<Command, String> {
+    let arg = || args.first().map(String::as_str).unwrap_or_default();
+    let selector = || Selector::parse(arg()).ok_or_else(|| format!("invalid id: {}", arg()));
+    let envelope = || match Selector::parse(arg()) {
+        Some(Selector::Envelope(id)) => Ok(id),
+        _ => Err(format!("invalid envelope id: {}", arg())),
+    };
+    Ok(match pattern {
+        ["show", "queue"] => Command::ShowQueue,
+        ["show", "envelope", _] => Command::ShowEnvelope(envelope()?),
+        ["show", "message", _] => Command::ShowMessage(envelope()?),
+        ["show", "stats"] => Command::ShowStats,
+        ["show", "status"] => Command::ShowStatus,
+        ["schedule", _] => Command::Schedule(selector()?),
+        ["remove", _] => Command::Remove(selector()?),
+        ["pause", "mda"] => Command::Pause(Target::Mda),
+        ["pause", "mta"] => Command::Pause(Target::Mta),
+        ["pause", "smtp"] => Command::Pause(Target::Smtp),
+        ["pause", "envelope", _] => Command::Pause(Target::Envelope(selector()?)),
+        ["resume", "mda"] => Command::Resume(Target::Mda),
+        ["resume", "mta"] => Command::Resume(Target::Mta),
+        ["resume", "smtp"] => Command::Resume(Target::Smtp),
+        ["resume", "envelope", _] => Command::Resume(Target::Envelope(selector()?)),
+        other => return Err(format!("{}: not available yet", other.join(" "))),
+    })
+}
+
+/// Asks the daemon; `show queue` falls back to reading the spool.
+fn run(o: &Options, command: Command) -> Result<(), String> {
+    let config = crate::sendmail::load_config(&crate::sendmail::config_path(o.config.as_deref()))
+        .map_err(|_| "cannot read the configuration".to_string())?;
+    let socket = crate::control_proto::socket_path(&config);
+    let stream = match UnixStream::connect(&socket) {
+        Ok(s) => s,
+        Err(e) if command == Command::ShowQueue => {
+            let _ = e;
+            return offline_queue(&config.queue.path, o.json);
+        }
+        Err(e) => return Err(format!("smtpd is not running ({}: {e})", socket.display())),
+    };
+    let mut channel: BlockingChannel<Request, Reply> =
+        BlockingChannel::new(stream).map_err(|e| e.to_string())?;
+    channel
+        .send(&Request::Command(command), Vec::new())
+        .map_err(|e| format!("the daemon: {e}"))?;
+    let (reply, mut fds) = channel
+        .recv()
+        .map_err(|e| format!("the daemon: {e}"))?
+        .ok_or("the daemon closed the connection")?;
+    let mut out = std::io::stdout().lock();
+    let written = match reply {
+        Reply::Refused(why) => return Err(why),
+        Reply::Queue(lines) => print_queue(&mut out, &lines, o.json),
+        Reply::Text(text) => {
+            // Envelope values came from the network: no control characters
+            // reach the terminal.
+            text.lines()
+                .try_for_each(|l| writeln!(out, "{}", crate::logging::visible(l)))
+        }
+        Reply::Done(text) => writeln!(out, "{text}"),
+        Reply::Message => {
+            let fd = fds.pop().ok_or("no message file came")?;
+            let mut file = std::fs::File::from(fd);
+            std::io::copy(&mut file, &mut out).map(|_| ())
+        }
+    };
+    written.map_err(|e| format!("writing: {e}"))
+}
+
+fn print_queue(out: &mut impl Write, lines: &[QueueLine], json: bool) -> std::io::Result<()> {
+    if json {
+        // Ids as the hex every other output shows, not as numbers.
+        let mut value = serde_json::to_value(lines).map_err(std::io::Error::other)?;
+        if let Some(items) = value.as_array_mut() {
+            for (item, line) in items.iter_mut().zip(lines) {
+                if let Some(obj) = item.as_object_mut() {
+                    obj.insert("evpid".into(), format!("{:016x}", line.evpid).into());
+                }
+            }
+        }
+        let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?;
+        return writeln!(out, "{text}");
+    }
+    for l in lines {
+        writeln!(out, "{}", l.line())?;
+    }
+    Ok(())
+}
+
+/// The daemon is down: the envelopes on disk, runstate `offline`. Needs
+/// the right to read the spool (root, or the user of a non-root daemon).
+fn offline_queue(spool: &std::path::Path, json: bool) -> Result<(), String> {
+    let envelopes = rsmtpd_queue::scan_read_only(spool)
+        .map_err(|e| format!("smtpd is not running, and the spool: {e}"))?;
+    let lines: Vec<QueueLine> = envelopes
+        .iter()
+        .map(|e| QueueLine::new(e, "offline", None))
+        .collect();
+    print_queue(&mut std::io::stdout().lock(), &lines, json).map_err(|e| format!("writing: {e}"))
 }
 
 /// One hash per password: the argument, or each line of standard input.

@@ -3,10 +3,13 @@
 //! connection is untrusted: one bounded first frame, read with a deadline;
 //! the user is who the kernel says (SO_PEERCRED). A local submission
 //! (`Enqueue`) hands the connection itself to smtp, which runs an SMTP
-//! session on it for that user.
+//! session on it for that user. Commands go to the queue (which passes
+//! scheduling ones on to the scheduler) or smtp; only `show stats` and
+//! `show status` are open to every user, the rest need root (or, for a
+//! daemon a user started, that user).
 
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rsmtpd_ipc::Channel;
@@ -15,23 +18,47 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
-use crate::control_proto::{Reply, Request};
-use crate::links::{ControlToSmtp, FdKind, Role, Start};
-use crate::roles::{ParentLink, Received, RoleError, writer};
+use crate::control_proto::{Command, Reply, Request, Target};
+use crate::links::{
+    ControlToQueue, ControlToSmtp, FdKind, QueueToControl, Role, SmtpToControl, Start,
+};
+use crate::privsep::Mode;
+use crate::roles::rpc::Client;
+use crate::roles::{ParentLink, Received, RoleError};
+use crate::smtpd::Subsystem;
 use crate::{log_info, log_warn};
 
 /// The first frame must arrive within this.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request is a few words; anything bigger is refused unread.
 const MAX_REQUEST: usize = 64 * 1024;
-/// Connections being read at once; more wait in the kernel's backlog.
+/// Connections being read or served at once; more wait in the backlog.
 const MAX_PENDING: usize = 64;
+/// An answer from another process.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `show status` says; pause and resume go through here.
+#[derive(Debug, Clone, Copy)]
+struct Status {
+    mda: bool,
+    mta: bool,
+    smtp: bool,
+}
+
+struct Control {
+    mode: Mode,
+    started: u64,
+    status: Mutex<Status>,
+    smtp: Arc<Client<ControlToSmtp, SmtpToControl>>,
+    queue: Arc<Client<ControlToQueue, QueueToControl>>,
+}
 
 pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<(), RoleError> {
     let socket = fds
         .take(&FdKind::ControlSocket)
         .ok_or_else(|| RoleError::Setup("no control socket was passed".into()))?;
     let smtp = fds.link(Role::Smtp)?;
+    let queue = fds.link(Role::Queue)?;
     crate::privsep::apply(start.mode, &super::privileges(Role::Control, &start))?;
     super::ready(&mut parent)?;
     let rt = super::runtime()?;
@@ -43,9 +70,17 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             .map_err(|e| RoleError::Setup(format!("control socket: {e}")))?;
         let listener = UnixListener::from_std(listener)
             .map_err(|e| RoleError::Setup(format!("control socket: {e}")))?;
-        let smtp: Channel<ControlToSmtp, ControlToSmtp> = Channel::from_fd(smtp)?;
-        let (smtp_tx, _smtp_rx) = smtp.split();
-        let smtp = writer(smtp_tx);
+        let control = Arc::new(Control {
+            mode: start.mode,
+            started: crate::clock::now(),
+            status: Mutex::new(Status {
+                mda: start.paused.contains(&Subsystem::Mda),
+                mta: start.paused.contains(&Subsystem::Mta),
+                smtp: start.paused.contains(&Subsystem::Smtp),
+            }),
+            smtp: Client::start(Channel::from_fd(smtp)?),
+            queue: Client::start(Channel::from_fd(queue)?),
+        });
         let pending = Arc::new(Semaphore::new(MAX_PENDING));
         let serve = async {
             loop {
@@ -54,9 +89,9 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
                 };
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        let smtp = smtp.clone();
+                        let control = control.clone();
                         tokio::spawn(async move {
-                            connection(stream, &smtp).await;
+                            control.connection(stream).await;
                             drop(permit);
                         });
                     }
@@ -74,44 +109,141 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
     })
 }
 
-type SmtpLink = tokio::sync::mpsc::UnboundedSender<(ControlToSmtp, Vec<OwnedFd>)>;
-
-/// One client: its first frame, then what it asked for.
-async fn connection(mut stream: UnixStream, smtp: &SmtpLink) {
-    let Ok(cred) = rsmtpd_ipc::peer_cred(&stream) else {
-        return;
-    };
-    let uid = cred.uid.as_raw();
-    let request = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, first_frame(&mut stream)).await {
-        Ok(Ok(request)) => request,
-        Ok(Err(why)) => {
-            log_warn!("control: uid {uid}: {why}");
+impl Control {
+    /// One client: its first frame, then what it asked for.
+    async fn connection(&self, mut stream: UnixStream) {
+        let Ok(cred) = rsmtpd_ipc::peer_cred(&stream) else {
             return;
-        }
-        Err(_) => {
-            log_warn!("control: uid {uid}: no request in time");
-            return;
-        }
-    };
-    match request {
-        Request::Enqueue => {
-            let user = nix::unistd::User::from_uid(cred.uid)
-                .ok()
-                .flatten()
-                .map_or_else(|| uid.to_string(), |u| u.name);
-            let Ok(std) = stream.into_std() else {
-                return;
+        };
+        let uid = cred.uid.as_raw();
+        let request =
+            match tokio::time::timeout(FIRST_FRAME_TIMEOUT, first_frame(&mut stream)).await {
+                Ok(Ok(request)) => request,
+                Ok(Err(why)) => {
+                    log_warn!("control: uid {uid}: {why}");
+                    return;
+                }
+                Err(_) => {
+                    log_warn!("control: uid {uid}: no request in time");
+                    return;
+                }
             };
-            // The connection goes to smtp as it is: nothing was read past
-            // the request.
-            let fd = OwnedFd::from(std);
-            if smtp
-                .send((ControlToSmtp::Enqueue { uid, user }, vec![fd]))
-                .is_err()
-            {
-                log_warn!("control: smtp is gone");
+        let command = match request {
+            Request::Enqueue => return self.enqueue(stream, cred.uid),
+            Request::Command(command) => command,
+        };
+        let (reply, fds) = if command.is_open_to_all() || self.is_admin(uid) {
+            self.command(command).await
+        } else {
+            log_info!("control: uid {uid}: refused {command:?}: permission denied");
+            (Reply::Refused("permission denied".into()), Vec::new())
+        };
+        let mut channel: Channel<Reply, Request> = Channel::new(stream);
+        let _ = tokio::time::timeout(ANSWER_TIMEOUT, channel.send(&reply, fds)).await;
+    }
+
+    /// Root, or the user a non-root daemon runs as.
+    fn is_admin(&self, uid: u32) -> bool {
+        match self.mode {
+            Mode::Root => uid == 0,
+            Mode::Unprivileged { uid: ours } => uid == ours,
+        }
+    }
+
+    /// The connection goes to smtp as it is: nothing was read past the
+    /// request.
+    fn enqueue(&self, stream: UnixStream, uid: nix::unistd::Uid) {
+        let user = nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map_or_else(|| uid.to_string(), |u| u.name);
+        let Ok(std) = stream.into_std() else {
+            return;
+        };
+        self.smtp.send_with(
+            ControlToSmtp::Enqueue {
+                uid: uid.as_raw(),
+                user,
+            },
+            vec![OwnedFd::from(std)],
+        );
+    }
+
+    async fn command(&self, command: Command) -> (Reply, Vec<OwnedFd>) {
+        log_info!("control: {command:?}");
+        match command {
+            Command::ShowStatus => {
+                let s = *self.status.lock().unwrap_or_else(|p| p.into_inner());
+                let word = |paused: bool| if paused { "paused" } else { "running" };
+                (
+                    Reply::Text(format!(
+                        "MDA {}\nMTA {}\nSMTP {}\n",
+                        word(s.mda),
+                        word(s.mta),
+                        word(s.smtp)
+                    )),
+                    Vec::new(),
+                )
+            }
+            Command::ShowStats => (Reply::Text(self.stats().await), Vec::new()),
+            Command::Pause(Target::Smtp) | Command::Resume(Target::Smtp) => {
+                let pause = matches!(command, Command::Pause(_));
+                self.smtp.send(ControlToSmtp::Accepting(!pause));
+                self.status.lock().unwrap_or_else(|p| p.into_inner()).smtp = pause;
+                (
+                    Reply::Done(if pause { "paused" } else { "resumed" }.into()),
+                    Vec::new(),
+                )
+            }
+            other => {
+                let status = match &other {
+                    Command::Pause(Target::Mda) => Some((true, true)),
+                    Command::Resume(Target::Mda) => Some((true, false)),
+                    Command::Pause(Target::Mta) => Some((false, true)),
+                    Command::Resume(Target::Mta) => Some((false, false)),
+                    _ => None,
+                };
+                let answer = self.ask_queue(other).await;
+                if let (Some((mda, paused)), (Reply::Done(_), _)) = (status, &answer) {
+                    let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                    if mda {
+                        s.mda = paused;
+                    } else {
+                        s.mta = paused;
+                    }
+                }
+                answer
             }
         }
+    }
+
+    async fn ask_queue(&self, command: Command) -> (Reply, Vec<OwnedFd>) {
+        let call = self.queue.call(|id| ControlToQueue { id, command });
+        match tokio::time::timeout(ANSWER_TIMEOUT, call).await {
+            Ok(Some((answer, fds))) => (answer.reply, fds),
+            _ => (
+                Reply::Refused("the queue did not answer".into()),
+                Vec::new(),
+            ),
+        }
+    }
+
+    /// `name=value` lines, OpenSMTPD's style.
+    async fn stats(&self) -> String {
+        let mut out = format!(
+            "uptime={}\n",
+            crate::clock::now().saturating_sub(self.started)
+        );
+        let call = self.smtp.call(|id| ControlToSmtp::Stats { id });
+        if let Ok(Some((SmtpToControl::Stats { sessions, .. }, _))) =
+            tokio::time::timeout(ANSWER_TIMEOUT, call).await
+        {
+            out.push_str(&format!("smtp.session={sessions}\n"));
+        }
+        if let (Reply::Text(queue), _) = self.ask_queue(Command::ShowStats).await {
+            out.push_str(&queue);
+        }
+        out
     }
 }
 
@@ -139,14 +271,4 @@ async fn first_frame(stream: &mut UnixStream) -> Result<Request, String> {
         .await
         .map_err(|e| format!("reading the request: {e}"))?;
     rsmtpd_ipc::decode_message::<Request>(&payload).map_err(|e| format!("bad request: {e}"))
-}
-
-/// A refusal to a client that asked for something else than enqueue.
-#[allow(dead_code)]
-async fn refuse(stream: &mut UnixStream, why: &str) {
-    use tokio::io::AsyncWriteExt;
-    if let Ok(frame) = rsmtpd_ipc::encode_message(&Reply::Refused(why.to_owned()), 0) {
-        let _ = stream.write_all(&frame).await;
-    }
-    log_info!("control: refused: {why}");
 }

@@ -20,6 +20,7 @@ pub mod mta;
 pub mod offline;
 pub mod parent;
 pub mod queue;
+pub mod rpc;
 pub mod scheduler;
 pub mod smtp;
 

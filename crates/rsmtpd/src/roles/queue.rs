@@ -7,7 +7,7 @@
 //! order by one loop that owns the state; only commits (which wait for
 //! fsyncs) run on blocking threads, so that many sessions' fsyncs overlap.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -20,11 +20,13 @@ use rsmtpd_queue::{
 use tokio::sync::mpsc;
 
 use crate::clock::now;
+use crate::control_proto::{Command, QueueLine, Reply, Selector, Target};
 use crate::dsn;
 use crate::links::{
-    ChildToParent, FromLookup, LocalDelivery, LocalRecipient, MtaToQueue, Outcome, ParentToChild,
-    Planned, QueueToMta, QueueToScheduler, QueueToSmtp, RelayRcpt, RelayRequest, Role, RouteAnswer,
-    RouteQuery, Schedule, SchedulerToQueue, SessionFacts, SmtpToQueue, Start, Submission, ToLookup,
+    ChildToParent, ControlToQueue, FromLookup, LocalDelivery, LocalRecipient, MtaToQueue, Outcome,
+    ParentToChild, Planned, QueueToControl, QueueToMta, QueueToScheduler, QueueToSmtp, RelayRcpt,
+    RelayRequest, Role, RouteAnswer, RouteQuery, Schedule, SchedulerToQueue, SessionFacts,
+    SmtpToQueue, Start, Submission, ToLookup,
 };
 use crate::logging::visible;
 use crate::roles::{ParentLink, Received, RoleError, writer};
@@ -35,6 +37,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
     let scheduler = fds.link(Role::Scheduler)?;
     let lookup = fds.link(Role::Lookup)?;
     let mta = fds.link(Role::Mta)?;
+    let control = fds.link(Role::Control)?;
     // /dev/urandom lives outside the chroot.
     let rng = Urandom::open().map_err(|e| RoleError::Setup(format!("/dev/urandom: {e}")))?;
     let drop = super::privileges(Role::Queue, &start);
@@ -73,6 +76,8 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         let (lookup_tx, lookup_rx) = lookup.split();
         let mta: Channel<QueueToMta, MtaToQueue> = Channel::from_fd(mta)?;
         let (mta_tx, mta_rx) = mta.split();
+        let control: Channel<QueueToControl, ControlToQueue> = Channel::from_fd(control)?;
+        let (control_tx, control_rx) = control.split();
         super::reader(Role::Parent, parent_rx, events_tx.clone(), |m, _| {
             Event::Parent(m)
         });
@@ -86,6 +91,9 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             Event::Lookup(m)
         });
         super::reader(Role::Mta, mta_rx, events_tx.clone(), |m, _| Event::Mta(m));
+        super::reader(Role::Control, control_rx, events_tx.clone(), |m, _| {
+            Event::Control(m)
+        });
         let spool = Arc::new(spool);
         let mut queue = Queue {
             config: start.config,
@@ -99,6 +107,8 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             scheduler: writer(sched_tx),
             lookup: writer(lookup_tx),
             mta: writer(mta_tx),
+            control: writer(control_tx),
+            inflight: HashSet::new(),
         };
         queue.resume(report.envelopes);
         queue.run(events).await
@@ -112,6 +122,7 @@ enum Event {
     Scheduler(SchedulerToQueue),
     Lookup(FromLookup),
     Mta(MtaToQueue),
+    Control(ControlToQueue),
     /// A commit finished on a blocking thread.
     Committed {
         id: u64,
@@ -170,6 +181,9 @@ struct Queue {
     scheduler: Out<QueueToScheduler>,
     lookup: Out<ToLookup>,
     mta: Out<QueueToMta>,
+    control: Out<QueueToControl>,
+    /// Envelopes handed to a delivery and not yet answered.
+    inflight: HashSet<u64>,
 }
 
 fn schedule_of(e: &Envelope) -> Schedule {
@@ -180,6 +194,7 @@ fn schedule_of(e: &Envelope) -> Schedule {
         expires: e.expires_at(),
         retries: e.retry,
         next_try: e.next_try,
+        hold: e.hold,
     }
 }
 
@@ -214,6 +229,10 @@ impl Queue {
                     ..
                 }) => self.outcomes(outcomes, remote_mta),
                 Event::Committed { id, msgid, result } => self.committed(id, msgid, result),
+                Event::Control(ControlToQueue { id, command }) => {
+                    let (reply, fds) = self.control(command);
+                    let _ = self.control.send((QueueToControl { id, reply }, fds));
+                }
             }
         }
         Ok(())
@@ -440,6 +459,7 @@ impl Queue {
                     .send((QueueToScheduler::Remove { evpid }, Vec::new()));
                 continue;
             };
+            self.inflight.insert(evpid);
             if e.dispatcher == Dispatcher::Relay {
                 let domain = e
                     .dest
@@ -639,6 +659,7 @@ impl Queue {
     /// One envelope's outcome; a permanent failure is returned for the
     /// caller to report.
     fn delivered(&mut self, evpid: u64, outcome: Outcome) -> Option<Notice> {
+        self.inflight.remove(&evpid);
         let mut e = self.envelopes.remove(&evpid)?;
         match outcome {
             Outcome::Ok | Outcome::Relayed | Outcome::PassedOn => {
@@ -724,8 +745,129 @@ impl Queue {
         }
     }
 
+    /// smtpctl's commands (control checked who may ask). Changes are made
+    /// on disk first where they must outlive a restart (`hold`).
+    fn control(&mut self, command: Command) -> (Reply, Vec<OwnedFd>) {
+        let now = now();
+        let selected = |envelopes: &HashMap<u64, Envelope>, which: Selector| {
+            let mut ids: Vec<u64> = envelopes
+                .keys()
+                .copied()
+                .filter(|id| which.matches(*id))
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let reply = match command {
+            Command::ShowQueue => {
+                let mut lines: Vec<QueueLine> = self
+                    .envelopes
+                    .values()
+                    .map(|e| {
+                        let state = if self.inflight.contains(&e.id.get()) {
+                            "inflight"
+                        } else {
+                            "pending"
+                        };
+                        QueueLine::new(e, state, Some(now))
+                    })
+                    .collect();
+                lines.sort_by_key(|l| l.evpid);
+                Reply::Queue(lines)
+            }
+            Command::ShowEnvelope(evpid) => match self.envelopes.get(&evpid) {
+                Some(e) => match rsmtpd_queue::encode(e) {
+                    Ok(bytes) => Reply::Text(String::from_utf8_lossy(&bytes).into_owned()),
+                    Err(err) => Reply::Refused(format!("envelope {evpid:016x}: {err}")),
+                },
+                None => Reply::Refused(format!("no envelope {evpid:016x}")),
+            },
+            Command::ShowMessage(evpid) => match self.envelopes.get(&evpid) {
+                Some(e) => match self.spool.open_message(e.msgid()) {
+                    Ok(file) => return (Reply::Message, vec![OwnedFd::from(file)]),
+                    Err(err) => Reply::Refused(format!("message of {evpid:016x}: {err}")),
+                },
+                None => Reply::Refused(format!("no envelope {evpid:016x}")),
+            },
+            Command::ShowStats => {
+                let relay = self
+                    .envelopes
+                    .values()
+                    .filter(|e| e.dispatcher == Dispatcher::Relay)
+                    .count();
+                Reply::Text(format!(
+                    "queue.envelope={}\nqueue.envelope.local={}\nqueue.envelope.relay={relay}\nqueue.inflight={}\n",
+                    self.envelopes.len(),
+                    self.envelopes.len() - relay,
+                    self.inflight.len()
+                ))
+            }
+            Command::Schedule(which) => {
+                let ids = selected(&self.envelopes, which);
+                let n = ids.len();
+                let _ = self
+                    .scheduler
+                    .send((QueueToScheduler::Now { evpids: ids }, Vec::new()));
+                Reply::Done(format!("{n} envelope(s) scheduled"))
+            }
+            Command::Remove(which) => {
+                let ids = selected(&self.envelopes, which);
+                for evpid in &ids {
+                    if let Some(e) = self.envelopes.remove(evpid) {
+                        log_info!("queue: envelope {} removed by the administrator", e.id);
+                        self.finish(&e);
+                    }
+                }
+                Reply::Done(format!("{} envelope(s) removed", ids.len()))
+            }
+            Command::Pause(Target::Envelope(which)) | Command::Resume(Target::Envelope(which)) => {
+                let hold = matches!(command, Command::Pause(_));
+                let ids = selected(&self.envelopes, which);
+                let mut failed = 0;
+                for evpid in &ids {
+                    let Some(e) = self.envelopes.get_mut(evpid) else {
+                        continue;
+                    };
+                    e.hold = hold;
+                    if let Err(err) = self.spool.update(e) {
+                        log_warn!("queue: envelope {}: cannot update: {err}", e.id);
+                        failed += 1;
+                        continue;
+                    }
+                    let _ = self.scheduler.send((
+                        QueueToScheduler::Hold {
+                            evpid: *evpid,
+                            hold,
+                        },
+                        Vec::new(),
+                    ));
+                }
+                let verb = if hold { "paused" } else { "resumed" };
+                Reply::Done(format!("{} envelope(s) {verb}", ids.len() - failed))
+            }
+            Command::Pause(t @ (Target::Mda | Target::Mta))
+            | Command::Resume(t @ (Target::Mda | Target::Mta)) => {
+                let on = matches!(command, Command::Pause(_));
+                let (local, relay) = match t {
+                    Target::Mda => (Some(on), None),
+                    _ => (None, Some(on)),
+                };
+                let _ = self
+                    .scheduler
+                    .send((QueueToScheduler::Pause { local, relay }, Vec::new()));
+                Reply::Done(if on { "paused" } else { "resumed" }.into())
+            }
+            // Not the queue's: control answers these itself.
+            Command::ShowStatus | Command::Pause(Target::Smtp) | Command::Resume(Target::Smtp) => {
+                Reply::Refused("not a queue command".into())
+            }
+        };
+        (reply, Vec::new())
+    }
+
     /// Past its ttl: bounce with what we last knew.
     fn expire(&mut self, evpid: u64) {
+        self.inflight.remove(&evpid);
         let Some(e) = self.envelopes.remove(&evpid) else {
             let _ = self
                 .scheduler

@@ -112,6 +112,30 @@ impl Scheduler {
                 }
             }
             QueueToScheduler::Remove { evpid } => self.remove(evpid),
+            QueueToScheduler::Now { evpids } => {
+                for evpid in evpids {
+                    if let Some(e) = self.entries.get_mut(&evpid)
+                        && !e.inflight
+                    {
+                        self.waiting.remove(&(e.sched.next_try, evpid));
+                        e.sched.next_try = now;
+                        self.waiting.insert((now, evpid));
+                    }
+                }
+            }
+            QueueToScheduler::Hold { evpid, hold } => {
+                if let Some(e) = self.entries.get_mut(&evpid) {
+                    e.sched.hold = hold;
+                }
+            }
+            QueueToScheduler::Pause { local, relay } => {
+                if let Some(p) = local {
+                    self.pause_local = p;
+                }
+                if let Some(p) = relay {
+                    self.pause_relay = p;
+                }
+            }
             QueueToScheduler::Retry { evpid } => {
                 if let Some(e) = self.entries.get_mut(&evpid) {
                     if e.inflight {
@@ -166,11 +190,12 @@ impl Scheduler {
                 out.push(SchedulerToQueue::Expire { evpid });
                 continue;
             }
-            let paused = if e.sched.relay {
-                self.pause_relay
-            } else {
-                self.pause_local
-            };
+            let paused = e.sched.hold
+                || if e.sched.relay {
+                    self.pause_relay
+                } else {
+                    self.pause_local
+                };
             if paused || self.inflight >= self.max_inflight {
                 continue;
             }
@@ -192,11 +217,12 @@ impl Scheduler {
         let full = self.inflight >= self.max_inflight;
         let first_due = self.waiting.iter().filter(|_| !full).find(|(_, evpid)| {
             self.entries.get(evpid).is_some_and(|e| {
-                let paused = if e.sched.relay {
-                    self.pause_relay
-                } else {
-                    self.pause_local
-                };
+                let paused = e.sched.hold
+                    || if e.sched.relay {
+                        self.pause_relay
+                    } else {
+                        self.pause_local
+                    };
                 !paused
             })
         });
@@ -231,6 +257,7 @@ mod tests {
             expires: 1000 + 4 * 86_400,
             retries: 0,
             next_try,
+            hold: false,
         }
     }
 

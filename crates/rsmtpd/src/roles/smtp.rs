@@ -27,16 +27,17 @@ use rsmtpd_smtp_proto::server::{
 use rsmtpd_tls::TlsInfo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 use crate::clock::now;
 use crate::conn::Conn;
 use crate::links::{
     AuthVerdict, ControlToSmtp, FromLookup, QueueToSmtp, Role, RouteAnswer, RouteQuery, Secret,
-    SessionFacts, SmtpToQueue, Start, Submission, SubmittedRcpt, ToLookup,
+    SessionFacts, SmtpToControl, SmtpToQueue, Start, Submission, SubmittedRcpt, ToLookup,
 };
 use crate::logging::visible;
-use crate::roles::{ParentLink, Received, RoleError, writer};
+use crate::roles::rpc::Client;
+use crate::roles::{ParentLink, Received, RoleError};
 use crate::{log_info, log_warn};
 
 /// Inside DATA, the least a client must send per window
@@ -81,14 +82,14 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         });
         let (stop_tx, stop) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
-        // `-P smtp`: the sockets stay bound (clients queue in the backlog)
-        // but nothing is accepted until smtpctl resumes it (a later issue).
-        let listeners = if start.paused.contains(&crate::smtpd::Subsystem::Smtp) {
+        // `-P smtp` and `smtpctl pause smtp`: the sockets stay bound
+        // (clients wait in the backlog) but nothing is accepted until
+        // `smtpctl resume smtp`.
+        let paused = start.paused.contains(&crate::smtpd::Subsystem::Smtp);
+        if paused {
             log_info!("smtp-in: paused, not accepting connections");
-            Vec::new()
-        } else {
-            listeners
-        };
+        }
+        let (accepting_tx, accepting) = watch::channel(!paused);
         for (index, addr, hostname, fd) in listeners {
             let std_listener = std::net::TcpListener::from(fd);
             std_listener
@@ -101,10 +102,21 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
                 addr,
                 hostname,
             };
-            tasks.spawn(accept_loop(listener, at, shared.clone(), stop.clone()));
+            tasks.spawn(accept_loop(
+                listener,
+                at,
+                shared.clone(),
+                stop.clone(),
+                accepting.clone(),
+            ));
         }
-        let control: Channel<ControlToSmtp, ControlToSmtp> = Channel::from_fd(control)?;
-        tasks.spawn(local_submissions(control, shared.clone(), stop.clone()));
+        let control: Channel<SmtpToControl, ControlToSmtp> = Channel::from_fd(control)?;
+        tasks.spawn(control_link(
+            control,
+            shared.clone(),
+            stop.clone(),
+            accepting_tx,
+        ));
         super::wait_for_shutdown(parent).await?;
         let _ = stop_tx.send(true);
         // Give sessions a moment to say 421 and go.
@@ -171,12 +183,15 @@ async fn accept_loop(
     at: Listening,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    mut accepting: watch::Receiver<bool>,
 ) {
     let at = Arc::new(at);
     let mut sessions = tokio::task::JoinSet::new();
     loop {
+        let open = *accepting.borrow_and_update();
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            _ = accepting.changed() => {}
+            accepted = listener.accept(), if open => match accepted {
                 Ok((stream, peer)) => {
                     // A reply goes out when the session writes it; Nagle
                     // would hold a short one for the client's delayed ACK.
@@ -200,18 +215,33 @@ async fn accept_loop(
     while sessions.join_next().await.is_some() {}
 }
 
-/// Local submissions (sendmail), handed over by control: each is an SMTP
-/// session on the client's own connection, as the `listen on socket`
-/// listener.
-async fn local_submissions(
-    mut control: Channel<ControlToSmtp, ControlToSmtp>,
+/// What control asks: local submissions (sendmail), each an SMTP session
+/// on the client's own connection as the `listen on socket` listener;
+/// pause and resume; the session count.
+async fn control_link(
+    control: Channel<SmtpToControl, ControlToSmtp>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    accepting: watch::Sender<bool>,
 ) {
+    let (mut answers, mut control) = control.split();
     let mut sessions = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             msg = control.recv() => match msg {
+                Ok(Some((ControlToSmtp::Accepting(on), _))) => {
+                    log_info!(
+                        "smtp-in: {}",
+                        if on { "resumed" } else { "paused, not accepting connections" }
+                    );
+                    let _ = accepting.send(on);
+                }
+                Ok(Some((ControlToSmtp::Stats { id }, _))) => {
+                    let sessions = shared.sessions.load(Ordering::Relaxed);
+                    let _ = answers
+                        .send(&SmtpToControl::Stats { id, sessions }, Vec::new())
+                        .await;
+                }
                 Ok(Some((ControlToSmtp::Enqueue { uid, user }, mut fds))) => {
                     let Some(fd) = fds.pop() else { continue };
                     let std = std::os::unix::net::UnixStream::from(fd);
@@ -1011,94 +1041,5 @@ async fn commit(
         Some(QueueToSmtp::Committed { .. }) => Ok((msgid, size)),
         Some(QueueToSmtp::CommitFailed { reason, .. }) => Err(reason),
         _ => Err("Temporary queue failure".into()),
-    }
-}
-
-/// Answers carry the id of the request they answer.
-pub trait Correlated {
-    fn id(&self) -> u64;
-}
-
-impl Correlated for FromLookup {
-    fn id(&self) -> u64 {
-        match self {
-            FromLookup::Route { id, .. }
-            | FromLookup::Authenticated { id, .. }
-            | FromLookup::Sender { id, .. } => *id,
-        }
-    }
-}
-
-impl Correlated for QueueToSmtp {
-    fn id(&self) -> u64 {
-        match self {
-            QueueToSmtp::Created { id, .. }
-            | QueueToSmtp::CreateFailed { id, .. }
-            | QueueToSmtp::Committed { id, .. }
-            | QueueToSmtp::CommitFailed { id, .. } => *id,
-        }
-    }
-}
-
-type Waiter<Resp> = oneshot::Sender<(Resp, Vec<OwnedFd>)>;
-
-/// Request/answer over a link shared by many sessions.
-pub struct Client<Req, Resp> {
-    next: AtomicU64,
-    pending: Arc<Mutex<HashMap<u64, Waiter<Resp>>>>,
-    out: mpsc::UnboundedSender<(Req, Vec<OwnedFd>)>,
-}
-
-impl<Req, Resp> Client<Req, Resp>
-where
-    Req: serde::Serialize + Send + Sync + 'static,
-    Resp: serde::de::DeserializeOwned + Correlated + Send + 'static,
-{
-    pub fn start(channel: Channel<Req, Resp>) -> Arc<Self> {
-        let (tx, mut rx) = channel.split();
-        let pending: Arc<Mutex<HashMap<u64, Waiter<Resp>>>> = Arc::new(Mutex::new(HashMap::new()));
-        let routes = pending.clone();
-        tokio::spawn(async move {
-            while let Ok(Some((msg, fds))) = rx.recv().await {
-                let waiter = routes
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&msg.id());
-                if let Some(w) = waiter {
-                    let _ = w.send((msg, fds));
-                }
-            }
-            // The link is gone: every waiter gets None.
-            routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        });
-        Arc::new(Client {
-            next: AtomicU64::new(1),
-            pending,
-            out: writer(tx),
-        })
-    }
-
-    /// Send a request made with a fresh id and wait for its answer; `None`
-    /// if the link went away.
-    pub async fn call(&self, make: impl FnOnce(u64) -> Req) -> Option<(Resp, Vec<OwnedFd>)> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
-        if self.out.send((make(id), Vec::new())).is_err() {
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            return None;
-        }
-        rx.await.ok()
-    }
-
-    /// A request without an answer.
-    pub fn send(&self, req: Req) {
-        let _ = self.out.send((req, Vec::new()));
     }
 }
