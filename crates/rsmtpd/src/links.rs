@@ -547,12 +547,12 @@ pub enum SmtpToControl {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlToQueue {
     pub id: u64,
-    pub command: crate::control_proto::Command,
+    pub command: rsmtpd_control::Command,
 }
 
 /// The answer; `show message` carries the message file's descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueToControl {
     pub id: u64,
-    pub reply: crate::control_proto::Reply,
+    pub reply: rsmtpd_control::Reply,
 }

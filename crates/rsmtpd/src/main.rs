@@ -11,7 +11,6 @@ use std::process::ExitCode;
 
 mod clock;
 mod conn;
-mod control_proto;
 mod dsn;
 mod getopt;
 mod links;

@@ -24,7 +24,7 @@ use rsmtpd_submit::sysexits::{
 };
 use rsmtpd_submit::{Invocation, Mode, OfflineSubmission, PrepareOptions, Prepared};
 
-use crate::control_proto::Request;
+use rsmtpd_control::Request;
 
 /// The environment variable naming the configuration for every
 /// personality (`-C` wins for sendmail).
@@ -123,7 +123,7 @@ fn submit(inv: &Invocation) -> Result<(), u8> {
         eprintln!("sendmail: {e}");
         e.exit_code()
     })?;
-    let socket = crate::control_proto::socket_path(&config);
+    let socket = rsmtpd_control::socket_path(&config);
     match UnixStream::connect(&socket) {
         Ok(stream) => online(stream, inv, &prepared),
         Err(e)

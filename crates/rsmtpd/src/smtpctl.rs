@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use rsmtpd_ipc::BlockingChannel;
 
-use crate::control_proto::{Command, QueueLine, Reply, Request, Selector, Target};
+use rsmtpd_control::{Command, QueueLine, Reply, Request, Selector, Target};
 
 const USAGE: &str = "usage: smtpctl [-f file] [--json] command [argument ...]";
 
@@ -194,7 +194,7 @@ fn command(pattern: &[&str], args: &[String]) -> Result<Command, String> {
 fn run(o: &Options, command: Command) -> Result<(), String> {
     let config = crate::sendmail::load_config(&crate::sendmail::config_path(o.config.as_deref()))
         .map_err(|_| "cannot read the configuration".to_string())?;
-    let socket = crate::control_proto::socket_path(&config);
+    let socket = rsmtpd_control::socket_path(&config);
     let stream = match UnixStream::connect(&socket) {
         Ok(s) => s,
         Err(e) if command == Command::ShowQueue => {
@@ -232,6 +232,29 @@ fn run(o: &Options, command: Command) -> Result<(), String> {
     written.map_err(|e| format!("writing: {e}"))
 }
 
+/// OpenSMTPD's `|`-separated line. Every field is escaped: addresses and
+/// errors came from the network.
+fn queue_line(l: &QueueLine) -> String {
+    let v = |s: &str| crate::logging::visible(s).replace('|', "\\x7c");
+    format!(
+        "{:016x}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+        l.evpid,
+        l.family,
+        l.kind,
+        l.flags.join(","),
+        v(&l.sender),
+        v(&l.rcpt),
+        v(&l.dest),
+        l.created,
+        l.expires,
+        l.last_try,
+        l.retries,
+        l.runstate,
+        l.delay.map(|d| d.to_string()).unwrap_or_default(),
+        v(&l.error),
+    )
+}
+
 fn print_queue(out: &mut impl Write, lines: &[QueueLine], json: bool) -> std::io::Result<()> {
     if json {
         // Ids as the hex every other output shows, not as numbers.
@@ -247,7 +270,7 @@ fn print_queue(out: &mut impl Write, lines: &[QueueLine], json: bool) -> std::io
         return writeln!(out, "{text}");
     }
     for l in lines {
-        writeln!(out, "{}", l.line())?;
+        writeln!(out, "{}", queue_line(l))?;
     }
     Ok(())
 }

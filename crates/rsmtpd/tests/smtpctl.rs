@@ -200,14 +200,22 @@ fn queue_commands_on_a_running_daemon() {
         "Subject: one\n\nfirst\n",
     );
     let lines = queue_lines(&d, 2);
-    let fields: Vec<&str> = lines[0].split('|').collect();
-    assert_eq!(fields.len(), 14, "{}", lines[0]);
-    assert_eq!(&fields[1..4], ["local", "mda", ""], "{}", lines[0]);
-    assert_eq!(fields[5], "a@example.org");
+    // Envelope ids are random: find each recipient's line.
+    let line_of = |rcpt: &str| {
+        lines
+            .iter()
+            .find(|l| l.split('|').nth(5) == Some(rcpt))
+            .unwrap_or_else(|| panic!("no line for {rcpt}: {lines:?}"))
+            .clone()
+    };
+    let (line_a, line_b) = (line_of("a@example.org"), line_of("b@example.org"));
+    let fields: Vec<&str> = line_a.split('|').collect();
+    assert_eq!(fields.len(), 14, "{line_a}");
+    assert_eq!(&fields[1..4], ["local", "mda", ""], "{line_a}");
     assert_eq!(fields[11], "pending");
     let (a, b) = (
         fields[0].to_owned(),
-        lines[1].split('|').next().unwrap().to_owned(),
+        line_b.split('|').next().unwrap().to_owned(),
     );
     // The same in JSON.
     let (_, json, _) = ctl(&d, &["--json", "show", "queue"], None);

@@ -13,12 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rsmtpd_ipc::Channel;
-use rsmtpd_ipc::frame::{FrameHeader, HEADER_LEN};
+use rsmtpd_ipc::frame::HEADER_LEN;
 use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
-use crate::control_proto::{Command, Reply, Request, Target};
 use crate::links::{
     ControlToQueue, ControlToSmtp, FdKind, QueueToControl, Role, SmtpToControl, Start,
 };
@@ -27,11 +26,10 @@ use crate::roles::rpc::Client;
 use crate::roles::{ParentLink, Received, RoleError};
 use crate::smtpd::Subsystem;
 use crate::{log_info, log_warn};
+use rsmtpd_control::{Command, Reply, Request, Target};
 
 /// The first frame must arrive within this.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
-/// A request is a few words; anything bigger is refused unread.
-const MAX_REQUEST: usize = 64 * 1024;
 /// Connections being read or served at once; more wait in the backlog.
 const MAX_PENDING: usize = 64;
 /// An answer from another process.
@@ -255,20 +253,11 @@ async fn first_frame(stream: &mut UnixStream) -> Result<Request, String> {
         .read_exact(&mut header)
         .await
         .map_err(|e| format!("reading the request: {e}"))?;
-    let header = FrameHeader::decode(header).map_err(|e| format!("bad request: {e}"))?;
-    if header.fd_count() != 0 {
-        return Err("bad request: descriptors are not accepted".into());
-    }
-    if header.payload_len() > MAX_REQUEST {
-        return Err(format!(
-            "bad request: {} bytes, at most {MAX_REQUEST}",
-            header.payload_len()
-        ));
-    }
-    let mut payload = vec![0u8; header.payload_len()];
+    let len = rsmtpd_control::request_length(header).map_err(|e| format!("bad request: {e}"))?;
+    let mut payload = vec![0u8; len];
     stream
         .read_exact(&mut payload)
         .await
         .map_err(|e| format!("reading the request: {e}"))?;
-    rsmtpd_ipc::decode_message::<Request>(&payload).map_err(|e| format!("bad request: {e}"))
+    rsmtpd_control::decode_request(&payload).map_err(|e| format!("bad request: {e}"))
 }

@@ -116,7 +116,7 @@ fn start(flags: &Flags, config: Config) -> Result<ExitCode, ParentError> {
     for (_, addr, _) in &listeners {
         log_info!("smtpd: listening on {addr}");
     }
-    let control_path = crate::control_proto::socket_path(&config);
+    let control_path = rsmtpd_control::socket_path(&config);
     let control = bind_control(&control_path)?;
     let exe = std::env::current_exe().map_err(|e| ParentError::Spawn {
         role: "smtpd",

@@ -20,7 +20,6 @@ use rsmtpd_queue::{
 use tokio::sync::mpsc;
 
 use crate::clock::now;
-use crate::control_proto::{Command, QueueLine, Reply, Selector, Target};
 use crate::dsn;
 use crate::links::{
     ChildToParent, ControlToQueue, FromLookup, LocalDelivery, LocalRecipient, MtaToQueue, Outcome,
@@ -31,6 +30,7 @@ use crate::links::{
 use crate::logging::visible;
 use crate::roles::{ParentLink, Received, RoleError, writer};
 use crate::{log_info, log_warn};
+use rsmtpd_control::{Command, QueueLine, Reply, Selector, Target};
 
 pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<(), RoleError> {
     let smtp = fds.link(Role::Smtp)?;

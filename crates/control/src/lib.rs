@@ -1,4 +1,5 @@
-//! The control socket: where it is, and what goes over it. Every local user
+//! The control socket's protocol: where the socket is, and what goes over
+//! it. Every local user
 //! can connect (smtpctl, sendmail), so the daemon treats what arrives as
 //! untrusted: one bounded frame first, checked, with the peer's credentials
 //! taken from the kernel (SO_PEERCRED), never from the frame.
@@ -11,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use rsmtpd_config::model::Config;
+use rsmtpd_ipc::frame::{FrameHeader, HEADER_LEN};
 use serde::{Deserialize, Serialize};
 
 /// OpenSMTPD's socket, for the default spool.
@@ -143,6 +145,8 @@ pub struct QueueLine {
 }
 
 impl QueueLine {
+    /// The line for envelope `e`; `now` is `None` when the daemon is down
+    /// (no delay to show).
     pub fn new(e: &rsmtpd_queue::Envelope, runstate: &str, now: Option<u64>) -> QueueLine {
         use rsmtpd_queue::{Dispatcher, Origin, Sender};
         let family = match &e.origin {
@@ -188,27 +192,39 @@ impl QueueLine {
                 .unwrap_or_default(),
         }
     }
+}
 
-    /// OpenSMTPD's `|`-separated line. Every field is escaped: addresses
-    /// and errors came from the network.
-    pub fn line(&self) -> String {
-        let v = |s: &str| crate::logging::visible(s).replace('|', "\\x7c");
-        format!(
-            "{:016x}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
-            self.evpid,
-            self.family,
-            self.kind,
-            self.flags.join(","),
-            v(&self.sender),
-            v(&self.rcpt),
-            v(&self.dest),
-            self.created,
-            self.expires,
-            self.last_try,
-            self.retries,
-            self.runstate,
-            self.delay.map(|d| d.to_string()).unwrap_or_default(),
-            v(&self.error),
-        )
+/// A request frame the daemon refuses to read.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("bad frame: {0}")]
+    Frame(#[from] rsmtpd_ipc::FrameError),
+    #[error("descriptors are not accepted")]
+    Descriptors,
+    #[error("{0} bytes, at most {MAX_REQUEST}")]
+    TooBig(usize),
+    #[error("not a request: {0}")]
+    Decode(#[from] rsmtpd_ipc::IpcError),
+}
+
+/// A request is a few words; anything bigger is refused unread.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// Checks a request frame's header: how many payload bytes to read next.
+/// The daemon reads exactly that much and no more: after `Enqueue` the
+/// connection carries SMTP.
+pub fn request_length(header: [u8; HEADER_LEN]) -> Result<usize, RequestError> {
+    let header = FrameHeader::decode(header)?;
+    if header.fd_count() != 0 {
+        return Err(RequestError::Descriptors);
     }
+    if header.payload_len() > MAX_REQUEST {
+        return Err(RequestError::TooBig(header.payload_len()));
+    }
+    Ok(header.payload_len())
+}
+
+/// The request in a frame's payload.
+pub fn decode_request(payload: &[u8]) -> Result<Request, RequestError> {
+    Ok(rsmtpd_ipc::decode_message::<Request>(payload)?)
 }
