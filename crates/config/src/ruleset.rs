@@ -111,6 +111,14 @@ impl Tables for Vec<Table> {
     }
 }
 
+/// Shared tables, so that one can be replaced (`smtpctl update table`)
+/// while requests still use the set they started with.
+impl Tables for [std::sync::Arc<Table>] {
+    fn get(&self, id: TableId) -> Option<&Table> {
+        <[std::sync::Arc<Table>]>::get(self, id.0).map(|t| t.as_ref())
+    }
+}
+
 /// Open every table a configuration declares, in order.
 pub fn open_tables(config: &Config) -> Result<Vec<Table>, EvalError> {
     config

@@ -55,6 +55,9 @@ pub enum Command {
     Remove(Selector),
     Pause(Target),
     Resume(Target),
+    /// Read a file or db table again (lookup's copy: rules, aliases,
+    /// virtual, credentials).
+    UpdateTable(String),
 }
 
 impl Command {

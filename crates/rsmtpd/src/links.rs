@@ -281,6 +281,11 @@ pub enum ToLookup {
         user: String,
         password: Secret,
     },
+    /// `smtpctl update table NAME`: read the table's file again.
+    UpdateTable {
+        id: u64,
+        name: String,
+    },
     /// `senders <table>`: may this authenticated user send as `sender`?
     Sender {
         id: u64,
@@ -304,6 +309,10 @@ pub enum FromLookup {
     Sender {
         id: u64,
         allowed: Option<bool>,
+    },
+    TableUpdated {
+        id: u64,
+        result: Result<(), String>,
     },
 }
 

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         "makemap" => makemap::main(&args),
         "smtpctl" => smtpctl::main(&args),
         "mailq" => smtpctl::mailq(&args),
+        "newaliases" => smtpctl::newaliases(&args),
         "sendmail" | "send-mail" => sendmail::main(&args),
         _ => smtpd::main(&args),
     }

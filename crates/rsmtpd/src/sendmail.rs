@@ -50,14 +50,23 @@ pub fn main(args: &[OsString]) -> ExitCode {
     };
     let code = match invocation.mode {
         Mode::Submit => submit(&invocation),
-        Mode::Newaliases | Mode::Mailq => {
-            eprintln!("sendmail: -bi and -bp are not available yet");
-            Err(EX_UNAVAILABLE)
+        // `-C` names the configuration; smtpctl's personalities take -f.
+        Mode::Newaliases => {
+            return crate::smtpctl::newaliases(&config_args(&invocation));
         }
+        Mode::Mailq => return crate::smtpctl::mailq(&config_args(&invocation)),
     };
     match code {
         Ok(()) => ExitCode::SUCCESS,
         Err(code) => ExitCode::from(code),
+    }
+}
+
+/// `-f FILE` for smtpctl's personalities when sendmail had `-C FILE`.
+fn config_args(inv: &Invocation) -> Vec<OsString> {
+    match &inv.config {
+        Some(path) => vec!["-f".into(), path.clone().into_os_string()],
+        None => Vec::new(),
     }
 }
 

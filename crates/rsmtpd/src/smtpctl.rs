@@ -11,6 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use rsmtpd_config::model::Config;
 use rsmtpd_ipc::BlockingChannel;
 
 use rsmtpd_control::{Command, QueueLine, Reply, Request, Selector, Target};
@@ -186,6 +187,7 @@ fn command(pattern: &[&str], args: &[String]) -> Result<Command, String> {
         ["resume", "mta"] => Command::Resume(Target::Mta),
         ["resume", "smtp"] => Command::Resume(Target::Smtp),
         ["resume", "envelope", _] => Command::Resume(Target::Envelope(selector()?)),
+        ["update", "table", _] => Command::UpdateTable(arg().to_owned()),
         other => return Err(format!("{}: not available yet", other.join(" "))),
     })
 }
@@ -194,24 +196,13 @@ fn command(pattern: &[&str], args: &[String]) -> Result<Command, String> {
 fn run(o: &Options, command: Command) -> Result<(), String> {
     let config = crate::sendmail::load_config(&crate::sendmail::config_path(o.config.as_deref()))
         .map_err(|_| "cannot read the configuration".to_string())?;
-    let socket = rsmtpd_control::socket_path(&config);
-    let stream = match UnixStream::connect(&socket) {
-        Ok(s) => s,
-        Err(e) if command == Command::ShowQueue => {
-            let _ = e;
+    let (reply, mut fds) = match ask(&config, command.clone()) {
+        Ok(answer) => answer,
+        Err(Ask::NotRunning(_)) if command == Command::ShowQueue => {
             return offline_queue(&config.queue.path, o.json);
         }
-        Err(e) => return Err(format!("smtpd is not running ({}: {e})", socket.display())),
+        Err(e) => return Err(e.to_string()),
     };
-    let mut channel: BlockingChannel<Request, Reply> =
-        BlockingChannel::new(stream).map_err(|e| e.to_string())?;
-    channel
-        .send(&Request::Command(command), Vec::new())
-        .map_err(|e| format!("the daemon: {e}"))?;
-    let (reply, mut fds) = channel
-        .recv()
-        .map_err(|e| format!("the daemon: {e}"))?
-        .ok_or("the daemon closed the connection")?;
     let mut out = std::io::stdout().lock();
     let written = match reply {
         Reply::Refused(why) => return Err(why),
@@ -230,6 +221,104 @@ fn run(o: &Options, command: Command) -> Result<(), String> {
         }
     };
     written.map_err(|e| format!("writing: {e}"))
+}
+
+/// Why the daemon could not be asked.
+#[derive(Debug, thiserror::Error)]
+enum Ask {
+    #[error("smtpd is not running ({0})")]
+    NotRunning(String),
+    #[error("the daemon: {0}")]
+    Link(String),
+}
+
+/// One command to the daemon of `config`, and its answer.
+fn ask(config: &Config, command: Command) -> Result<(Reply, Vec<std::os::fd::OwnedFd>), Ask> {
+    let socket = rsmtpd_control::socket_path(config);
+    let stream = UnixStream::connect(&socket)
+        .map_err(|e| Ask::NotRunning(format!("{}: {e}", socket.display())))?;
+    let mut channel: BlockingChannel<Request, Reply> =
+        BlockingChannel::new(stream).map_err(|e| Ask::Link(e.to_string()))?;
+    channel
+        .send(&Request::Command(command), Vec::new())
+        .map_err(|e| Ask::Link(e.to_string()))?;
+    channel
+        .recv()
+        .map_err(|e| Ask::Link(e.to_string()))?
+        .ok_or_else(|| Ask::Link("it closed the connection".into()))
+}
+
+/// `newaliases [-f file]` (and `sendmail -bi`): rebuild every aliases and
+/// virtual table kept as a db from its text file (makemap), then have the
+/// running daemon read each again (`update table`).
+pub fn newaliases(args: &[OsString]) -> ExitCode {
+    let o = match options(args) {
+        Ok(o) if o.words.is_empty() => o,
+        _ => {
+            eprintln!("usage: newaliases [-f file]");
+            return ExitCode::from(1);
+        }
+    };
+    let Ok(config) =
+        crate::sendmail::load_config(&crate::sendmail::config_path(o.config.as_deref()))
+    else {
+        return ExitCode::from(1);
+    };
+    match rebuild_aliases(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("newaliases: {}", crate::logging::visible(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn rebuild_aliases(config: &Config) -> Result<(), String> {
+    use rsmtpd_config::model::{Dispatcher, Expansion};
+    use rsmtpd_table::TableDecl;
+    use rsmtpd_table::makemap::MapType;
+    let mut tables: Vec<(usize, MapType)> = Vec::new();
+    for action in &config.actions {
+        if let Dispatcher::Local(local) = &action.dispatcher {
+            let found = match local.expansion {
+                Some(Expansion::Alias(id)) => Some((id.0, MapType::Aliases)),
+                Some(Expansion::Virtual(id)) => Some((id.0, MapType::Plain)),
+                None => None,
+            };
+            if let Some(t) = found
+                && !tables.iter().any(|(i, _)| *i == t.0)
+            {
+                tables.push(t);
+            }
+        }
+    }
+    let mut running = true;
+    for (index, ty) in tables {
+        let Some(table) = config.tables.get(index) else {
+            continue;
+        };
+        if let TableDecl::Db(db) = &table.decl {
+            let source = db
+                .to_str()
+                .and_then(|p| p.strip_suffix(".db"))
+                .map(std::path::PathBuf::from)
+                .ok_or_else(|| format!("{}: a db table's name must end in .db", db.display()))?;
+            let n = rsmtpd_table::makemap::makemap(&source, db, ty).map_err(|e| e.to_string())?;
+            println!("{}: {n} entries", db.display());
+        }
+        if !matches!(table.decl, TableDecl::Db(_) | TableDecl::File(_)) || !running {
+            continue;
+        }
+        match ask(config, Command::UpdateTable(table.name.clone())) {
+            Ok((Reply::Done(_), _)) => println!("{}: updated in the running smtpd", table.name),
+            Ok((Reply::Refused(why), _)) => return Err(format!("{}: {why}", table.name)),
+            Ok(_) => return Err(format!("{}: unexpected answer", table.name)),
+            // Tables are read at start: nothing more to do.
+            Err(Ask::NotRunning(_)) => running = false,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
 }
 
 /// OpenSMTPD's `|`-separated line. Every field is escaped: addresses and

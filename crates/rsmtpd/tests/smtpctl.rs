@@ -363,3 +363,95 @@ fn control_socket_abuse() {
     assert!(log.contains("control: uid"), "{log}");
     assert!(!log.contains("fatal"), "{log}");
 }
+
+/// RCPT's reply code for `rcpt` (from a fresh session).
+fn rcpt_code(d: &Daemon, rcpt: &str) -> String {
+    let mut c = rsmtpd_test_support::daemon::Client::connect(d.addr());
+    c.cmd("EHLO client.example");
+    c.cmd("MAIL FROM:<a@example.org>");
+    let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+    c.cmd("QUIT");
+    r.get(..3).unwrap_or_default().to_owned()
+}
+
+/// `update table` reads a file table again; `newaliases` rebuilds a db
+/// table with makemap and has the daemon read it again.
+#[test]
+fn update_table_and_newaliases() {
+    let user = rsmtpd_test_support::daemon::current_user();
+    let dir = temp_dir("smtpctl-tables");
+    let files = dir.join("tables");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("aliases"), format!("info: {user}\n")).unwrap();
+    std::fs::write(files.join("virtual"), format!("old@virt.example {user}\n")).unwrap();
+    // The db form of the aliases, built once by makemap.
+    let makemap = files.join("makemap");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_smtpd"), &makemap).unwrap();
+    let built = Command::new(&makemap)
+        .args(["-t", "aliases"])
+        .arg(files.join("aliases"))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    for f in ["aliases", "aliases.db", "virtual"] {
+        let p = files.join(f);
+        let mut perm = std::fs::metadata(&p).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o644);
+        std::fs::set_permissions(&p, perm).unwrap();
+    }
+    let mut perm = std::fs::metadata(&files).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&files, perm).unwrap();
+    let f = files.display();
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         table aliases db:{f}/aliases.db\ntable virt file:{f}/virtual\n\
+         action \"local\" maildir \"{{maildir}}\" alias <aliases>\n\
+         action \"virtual\" maildir \"{{maildir}}\" virtual <virt>\n\
+         match from any for domain \"virt.example\" action \"virtual\"\n\
+         match from any for domain \"example.org\" action \"local\"\n"
+    );
+    let d = Daemon::start(
+        Path::new(env!("CARGO_BIN_EXE_smtpd")),
+        &Setup {
+            name: "smtpctl-tables",
+            body: &body,
+            args: &[],
+            env: &[],
+        },
+    );
+    assert_eq!(rcpt_code(&d, "info@example.org"), "250");
+    assert_eq!(rcpt_code(&d, "new@virt.example"), "550");
+    // A file table: edited, then update table.
+    std::fs::write(files.join("virtual"), format!("new@virt.example {user}\n")).unwrap();
+    assert_eq!(
+        rcpt_code(&d, "new@virt.example"),
+        "550",
+        "read again too early"
+    );
+    let (code, out, err) = ctl(&d, &["update", "table", "virt"], None);
+    assert_eq!((code, out.as_str()), (0, "table updated\n"), "{err}");
+    assert_eq!(rcpt_code(&d, "new@virt.example"), "250");
+    assert_eq!(rcpt_code(&d, "old@virt.example"), "550");
+    let (code, _, err) = ctl(&d, &["update", "table", "nosuch"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("no table named nosuch"), "{err}");
+    // The db table: the text edited, then newaliases.
+    std::fs::write(files.join("aliases"), format!("sales: {user}\n")).unwrap();
+    assert_eq!(rcpt_code(&d, "sales@example.org"), "550");
+    let link = d.dir.join("newaliases");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_smtpd"), &link).unwrap();
+    let out = Command::new(&link)
+        .env("RSMTPD_CONFIG", &d.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("aliases.db: 1 entries"), "{said}");
+    assert!(
+        said.contains("aliases: updated in the running smtpd"),
+        "{said}"
+    );
+    assert_eq!(rcpt_code(&d, "sales@example.org"), "250");
+    assert_eq!(rcpt_code(&d, "info@example.org"), "550");
+}

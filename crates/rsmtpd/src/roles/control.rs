@@ -19,7 +19,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::links::{
-    ControlToQueue, ControlToSmtp, FdKind, QueueToControl, Role, SmtpToControl, Start,
+    ControlToQueue, ControlToSmtp, FdKind, FromLookup, QueueToControl, Role, SmtpToControl, Start,
+    ToLookup,
 };
 use crate::privsep::Mode;
 use crate::roles::rpc::Client;
@@ -49,6 +50,7 @@ struct Control {
     status: Mutex<Status>,
     smtp: Arc<Client<ControlToSmtp, SmtpToControl>>,
     queue: Arc<Client<ControlToQueue, QueueToControl>>,
+    lookup: Arc<Client<ToLookup, FromLookup>>,
 }
 
 pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<(), RoleError> {
@@ -57,6 +59,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         .ok_or_else(|| RoleError::Setup("no control socket was passed".into()))?;
     let smtp = fds.link(Role::Smtp)?;
     let queue = fds.link(Role::Queue)?;
+    let lookup = fds.link(Role::Lookup)?;
     crate::privsep::apply(start.mode, &super::privileges(Role::Control, &start))?;
     super::ready(&mut parent)?;
     let rt = super::runtime()?;
@@ -78,6 +81,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             }),
             smtp: Client::start(Channel::from_fd(smtp)?),
             queue: Client::start(Channel::from_fd(queue)?),
+            lookup: Client::start(Channel::from_fd(lookup)?),
         });
         let pending = Arc::new(Semaphore::new(MAX_PENDING));
         let serve = async {
@@ -184,6 +188,19 @@ impl Control {
                 )
             }
             Command::ShowStats => (Reply::Text(self.stats().await), Vec::new()),
+            Command::UpdateTable(name) => {
+                let call = self.lookup.call(|id| ToLookup::UpdateTable { id, name });
+                let reply = match tokio::time::timeout(ANSWER_TIMEOUT, call).await {
+                    Ok(Some((FromLookup::TableUpdated { result: Ok(()), .. }, _))) => {
+                        Reply::Done("table updated".into())
+                    }
+                    Ok(Some((FromLookup::TableUpdated { result: Err(e), .. }, _))) => {
+                        Reply::Refused(e)
+                    }
+                    _ => Reply::Refused("lookup did not answer".into()),
+                };
+                (reply, Vec::new())
+            }
             Command::Pause(Target::Smtp) | Command::Resume(Target::Smtp) => {
                 let pause = matches!(command, Command::Pause(_));
                 self.smtp.send(ControlToSmtp::Accepting(!pause));

@@ -34,6 +34,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         ruleset::open_tables(&start.config).map_err(|e| RoleError::Setup(e.to_string()))?;
     let smtp = fds.link(Role::Smtp)?;
     let queue = fds.link(Role::Queue)?;
+    let control = fds.link(Role::Control)?;
     crate::privsep::apply(start.mode, &super::privileges(Role::Lookup, &start))?;
     super::ready(&mut parent)?;
     let rt = super::runtime()?;
@@ -44,6 +45,12 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         let (parent, shutdown) = ParentRequests::start(parent_tx, parent_rx);
         let smtp: Channel<FromLookup, ToLookup> = Channel::from_fd(smtp)?;
         let queue: Channel<FromLookup, ToLookup> = Channel::from_fd(queue)?;
+        let control: Channel<FromLookup, ToLookup> = Channel::from_fd(control)?;
+        let tables = Tables {
+            current: Mutex::new(std::sync::Arc::new(
+                tables.into_iter().map(std::sync::Arc::new).collect(),
+            )),
+        };
         let lookup = Lookup {
             config: &start.config,
             tables: &tables,
@@ -52,6 +59,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         tokio::select! {
             r = lookup.serve(smtp) => r,
             r = lookup.serve(queue) => r,
+            r = lookup.serve(control) => r,
             _ = shutdown => Ok(()),
         }
     })
@@ -143,9 +151,43 @@ impl ParentRequests {
     }
 }
 
+/// The open tables. A request works on the set it started with; `smtpctl
+/// update table` swaps in a new set (the old one lives on until the
+/// requests using it are done), so no lock is held across an await.
+struct Tables {
+    current: Mutex<std::sync::Arc<Vec<std::sync::Arc<Table>>>>,
+}
+
+impl Tables {
+    fn snapshot(&self) -> std::sync::Arc<Vec<std::sync::Arc<Table>>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads table `name` from its file (`smtpctl update table`).
+    fn update(&self, config: &Config, name: &str) -> Result<(), String> {
+        let index = config
+            .tables
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or_else(|| format!("no table named {}", crate::logging::visible(name)))?;
+        let decl = &config.tables.get(index).ok_or("no such table")?.decl;
+        let table = Table::open(decl).map_err(|e| e.to_string())?;
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<std::sync::Arc<Table>> = current.as_ref().clone();
+        if let Some(slot) = next.get_mut(index) {
+            *slot = std::sync::Arc::new(table);
+        }
+        *current = std::sync::Arc::new(next);
+        Ok(())
+    }
+}
+
 struct Lookup<'a> {
     config: &'a Config,
-    tables: &'a [Table],
+    tables: &'a Tables,
     parent: &'a ParentRequests,
 }
 
@@ -172,6 +214,21 @@ impl Lookup<'_> {
                 } => {
                     let verdict = self.authenticate(table, user, password).await;
                     link.send(&FromLookup::Authenticated { id, verdict }, Vec::new())
+                        .await?;
+                }
+                ToLookup::UpdateTable { id, name } => {
+                    let result = self.tables.update(self.config, &name);
+                    match &result {
+                        Ok(()) => {
+                            log_info!("lookup: table {} updated", crate::logging::visible(&name))
+                        }
+                        Err(e) => log_warn!(
+                            "lookup: table {}: {}",
+                            crate::logging::visible(&name),
+                            crate::logging::visible(e)
+                        ),
+                    }
+                    link.send(&FromLookup::TableUpdated { id, result }, Vec::new())
                         .await?;
                 }
                 ToLookup::Sender {
@@ -201,7 +258,8 @@ impl Lookup<'_> {
         let Some(table) = table else {
             return self.parent.check_password(user, password).await;
         };
-        let Some(table) = self.tables.get(table.0) else {
+        let tables = self.tables.snapshot();
+        let Some(table) = tables.get(table.0) else {
             return AuthVerdict::Unavailable("credentials table missing".into());
         };
         let stored = match table.lookup(rsmtpd_table::Service::String, &user) {
@@ -233,7 +291,8 @@ impl Lookup<'_> {
         user: &str,
         sender: &str,
     ) -> Option<bool> {
-        let table = self.tables.get(table.0)?;
+        let tables = self.tables.snapshot();
+        let table = tables.get(table.0)?;
         match table.lookup(rsmtpd_table::Service::Mailaddrmap, user) {
             Ok(Some(rsmtpd_table::Value::Mailaddrmap(list))) => Some(list.iter().any(|entry| {
                 rsmtpd_table::mailaddr_match(
@@ -275,7 +334,8 @@ impl Lookup<'_> {
             rcpt: &dest,
             rcpt_domain: &domain,
         };
-        let action = match ruleset::evaluate(config, self.tables, &ctx) {
+        let tables = self.tables.snapshot();
+        let action = match ruleset::evaluate(config, tables.as_slice(), &ctx) {
             Err(e) => {
                 log_warn!("lookup: rule evaluation failed: {e}");
                 return temp_fail("Temporary failure in rule evaluation");
@@ -302,7 +362,7 @@ impl Lookup<'_> {
                 ..
             }) => id,
         };
-        let mut expander = Expander::new(config, self.tables, action, &dest, &ctx);
+        let mut expander = Expander::new(config, tables.as_slice(), action, &dest, &ctx);
         // Each round trip to the parent is one step; the engine bounds the
         // number of nodes, so this loop ends.
         let result = loop {

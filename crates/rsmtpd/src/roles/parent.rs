@@ -37,10 +37,11 @@ use crate::{log_error, log_info, log_warn};
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The pairs of child roles that talk directly.
-const LINKS: [(Role, Role); 9] = [
+const LINKS: [(Role, Role); 10] = [
     (Role::Smtp, Role::Queue),
     (Role::Control, Role::Smtp),
     (Role::Control, Role::Queue),
+    (Role::Control, Role::Lookup),
     (Role::Smtp, Role::Crypto),
     (Role::Mta, Role::Crypto),
     (Role::Smtp, Role::Lookup),

@@ -222,7 +222,11 @@ impl Queue {
                 Event::Scheduler(SchedulerToQueue::Expire { evpid }) => self.expire(evpid),
                 Event::Lookup(FromLookup::Route { id, answer }) => self.bounce_routed(id, answer),
                 // The queue only asks for routes.
-                Event::Lookup(FromLookup::Authenticated { .. } | FromLookup::Sender { .. }) => {}
+                Event::Lookup(
+                    FromLookup::Authenticated { .. }
+                    | FromLookup::Sender { .. }
+                    | FromLookup::TableUpdated { .. },
+                ) => {}
                 Event::Mta(MtaToQueue::Done {
                     outcomes,
                     remote_mta,
@@ -858,9 +862,10 @@ impl Queue {
                 Reply::Done(if on { "paused" } else { "resumed" }.into())
             }
             // Not the queue's: control answers these itself.
-            Command::ShowStatus | Command::Pause(Target::Smtp) | Command::Resume(Target::Smtp) => {
-                Reply::Refused("not a queue command".into())
-            }
+            Command::ShowStatus
+            | Command::UpdateTable(_)
+            | Command::Pause(Target::Smtp)
+            | Command::Resume(Target::Smtp) => Reply::Refused("not a queue command".into()),
         };
         (reply, Vec::new())
     }

@@ -24,7 +24,8 @@ impl Correlated for FromLookup {
         match self {
             FromLookup::Route { id, .. }
             | FromLookup::Authenticated { id, .. }
-            | FromLookup::Sender { id, .. } => *id,
+            | FromLookup::Sender { id, .. }
+            | FromLookup::TableUpdated { id, .. } => *id,
         }
     }
 }
