@@ -247,9 +247,8 @@ fn queue_commands_on_a_running_daemon() {
     d.spawn(&[]);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.delivered().len(), 1, "a held envelope was delivered");
+    // Released, it is due at once.
     ctl(&d, &["resume", "envelope", &a], None);
-    let (code, out, _) = ctl(&d, &["schedule", "all"], None);
-    assert_eq!((code, out.as_str()), (0, "1 envelope(s) scheduled\n"));
     assert_eq!(d.wait_for_delivered(2, WAIT).len(), 2);
     queue_lines(&d, 0);
     // remove: by message id, while deliveries are paused.
@@ -454,4 +453,39 @@ fn update_table_and_newaliases() {
     );
     assert_eq!(rcpt_code(&d, "sales@example.org"), "250");
     assert_eq!(rcpt_code(&d, "info@example.org"), "550");
+}
+
+/// `schedule` tries a waiting envelope now instead of at its next retry.
+#[test]
+fn schedule_tries_now() {
+    let user = rsmtpd_test_support::daemon::current_user();
+    let body = default_body();
+    let d = Daemon::start(
+        Path::new(env!("CARGO_BIN_EXE_smtpd")),
+        &Setup {
+            name: "smtpctl-schedule",
+            body: &body,
+            args: &[],
+            // The first retry would be an hour away.
+            env: &[("RSMTPD_RETRY_BASE_LOCAL", "3600")],
+        },
+    );
+    // The Maildir cannot be made: a file is in its place.
+    std::fs::write(d.maildir(), b"in the way").unwrap();
+    submit(
+        &d,
+        &[&format!("{user}@example.org")],
+        "Subject: s\n\nlater\n",
+    );
+    d.wait_for_log("delivery: TempFail", WAIT);
+    let lines = queue_lines(&d, 1);
+    let fields: Vec<&str> = lines[0].split('|').collect();
+    assert_eq!(fields[10], "1", "{}", lines[0]);
+    assert!(fields[12].parse::<u64>().unwrap() > 3000, "{}", lines[0]);
+    assert!(!fields[13].is_empty(), "{}", lines[0]);
+    std::fs::remove_file(d.maildir()).unwrap();
+    let (code, out, _) = ctl(&d, &["schedule", &fields[0][..8]], None);
+    assert_eq!((code, out.as_str()), (0, "1 envelope(s) scheduled\n"));
+    assert_eq!(d.wait_for_delivered(1, WAIT).len(), 1, "{}", d.log());
+    queue_lines(&d, 0);
 }

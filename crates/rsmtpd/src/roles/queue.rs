@@ -109,6 +109,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             mta: writer(mta_tx),
             control: writer(control_tx),
             inflight: HashSet::new(),
+            backoff: (start.tuning.retry_base_local, start.tuning.retry_base_relay),
         };
         queue.resume(report.envelopes);
         queue.run(events).await
@@ -184,6 +185,8 @@ struct Queue {
     control: Out<QueueToControl>,
     /// Envelopes handed to a delivery and not yet answered.
     inflight: HashSet<u64>,
+    /// Retry bases (local, relay), as the scheduler's.
+    backoff: (u64, u64),
 }
 
 fn schedule_of(e: &Envelope) -> Schedule {
@@ -680,6 +683,13 @@ impl Queue {
                 let previous = e.last_try.unwrap_or(e.created);
                 e.retry = e.retry.saturating_add(1);
                 e.last_try = Some(now);
+                e.next_try = super::scheduler::next_try(
+                    self.backoff,
+                    e.dispatcher == Dispatcher::Relay,
+                    e.retry,
+                    e.expires_at(),
+                    now,
+                );
                 e.last_error = Some(LastError {
                     class: ErrorClass::Temporary,
                     text: clean_line(&text),

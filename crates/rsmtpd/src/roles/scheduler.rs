@@ -58,6 +58,18 @@ async fn drive(
     }
 }
 
+/// When try `retries + 1` is due after a failure at `now`: `base * n^2`
+/// with the local or relay base, never past the expiry (a message expires
+/// on time, not at the next try after it). The queue records the same
+/// value in the envelope, so a restart keeps the schedule and `smtpctl
+/// show queue` shows it.
+pub fn next_try(backoff: (u64, u64), relay: bool, retries: u32, expires: u64, now: u64) -> u64 {
+    let base = if relay { backoff.1 } else { backoff.0 };
+    let n = u64::from(retries);
+    now.saturating_add(base.saturating_mul(n.saturating_mul(n)))
+        .min(expires.max(now))
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     sched: Schedule,
@@ -143,17 +155,13 @@ impl Scheduler {
                         self.inflight -= 1;
                     }
                     e.sched.retries = e.sched.retries.saturating_add(1);
-                    let base = if e.sched.relay {
-                        self.backoff.1
-                    } else {
-                        self.backoff.0
-                    };
-                    let n = u64::from(e.sched.retries);
-                    // Never past the expiry: a message expires on time,
-                    // not at the next try after it.
-                    e.sched.next_try = now
-                        .saturating_add(base.saturating_mul(n.saturating_mul(n)))
-                        .min(e.sched.expires.max(now));
+                    e.sched.next_try = next_try(
+                        self.backoff,
+                        e.sched.relay,
+                        e.sched.retries,
+                        e.sched.expires,
+                        now,
+                    );
                     self.waiting.insert((e.sched.next_try, evpid));
                 }
             }
