@@ -58,6 +58,8 @@ pub enum Command {
     /// Read a file or db table again (lookup's copy: rules, aliases,
     /// virtual, credentials).
     UpdateTable(String),
+    /// Read the configuration again, as SIGHUP does (an extension).
+    Reload,
 }
 
 impl Command {

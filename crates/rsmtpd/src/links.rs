@@ -110,6 +110,11 @@ pub enum ParentToChild {
     Forward { id: u64, result: ForwardResult },
     /// To lookup: the verdict on a system account's password.
     Password { id: u64, verdict: AuthVerdict },
+    /// A new configuration (SIGHUP, `smtpctl reload`): new sessions,
+    /// lookups and deliveries use it; work under way finishes on the old.
+    Reload(Box<Config>),
+    /// To control: how `smtpctl reload` went.
+    Reloaded(Result<(), String>),
 }
 
 /// A `.forward` as the parent read it.
@@ -140,6 +145,8 @@ pub enum ChildToParent {
     Deliver(Box<LocalDelivery>),
     /// From lookup: read this user's .forward.
     ReadForward { id: u64, owner: ForwardOwner },
+    /// From control: `smtpctl reload`.
+    Reload,
     /// From lookup: check a system account's password (shadow file).
     CheckPassword {
         id: u64,

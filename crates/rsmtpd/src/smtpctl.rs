@@ -56,6 +56,7 @@ const GRAMMAR: &[&[&str]] = &[
     &["unprofile", "ARG"],
     &["update", "table", "ARG"],
     &["spf", "walk"],
+    &["reload"],
 ];
 
 /// The grammar entry `words` abbreviate, with the arguments in place.
@@ -188,6 +189,7 @@ fn command(pattern: &[&str], args: &[String]) -> Result<Command, String> {
         ["resume", "smtp"] => Command::Resume(Target::Smtp),
         ["resume", "envelope", _] => Command::Resume(Target::Envelope(selector()?)),
         ["update", "table", _] => Command::UpdateTable(arg().to_owned()),
+        ["reload"] => Command::Reload,
         other => return Err(format!("{}: not available yet", other.join(" "))),
     })
 }

@@ -141,26 +141,16 @@ pub fn main(args: &[OsString]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let options = &flags.parse;
-    let parsed = match &flags.config {
-        ConfigSource::File(path) => rsmtpd_config::parse_file(path, options),
-        ConfigSource::Quickstart => match quickstart::Quickstart::for_current_user() {
-            Ok(qs) => {
-                if flags.verbose > 0 {
-                    eprint!("{}", qs.text);
-                }
-                rsmtpd_config::parse_str(quickstart::NAME, &qs.text, options)
-            }
-            Err(e) => {
-                eprintln!("smtpd: quick start: {e}");
-                return ExitCode::from(1);
-            }
-        },
-    };
-    let config = match parsed {
+    if flags.verbose > 0
+        && flags.config == ConfigSource::Quickstart
+        && let Ok(qs) = quickstart::Quickstart::for_current_user()
+    {
+        eprint!("{}", qs.text);
+    }
+    let config = match load(&flags) {
         Ok(config) => config,
-        Err(diagnostics) => {
-            eprint!("{diagnostics}");
+        Err(text) => {
+            eprint!("{text}");
             return ExitCode::from(1);
         }
     };
@@ -172,6 +162,20 @@ pub fn main(args: &[OsString]) -> ExitCode {
         return detach(args);
     }
     crate::roles::parent::run(&flags, config)
+}
+
+/// Reads the configuration the command line names (at start and at every
+/// reload); the error is the diagnostics' text, lines ended.
+pub fn load(flags: &Flags) -> Result<rsmtpd_config::model::Config, String> {
+    let options = &flags.parse;
+    let parsed = match &flags.config {
+        ConfigSource::File(path) => rsmtpd_config::parse_file(path, options),
+        ConfigSource::Quickstart => match quickstart::Quickstart::for_current_user() {
+            Ok(qs) => rsmtpd_config::parse_str(quickstart::NAME, &qs.text, options),
+            Err(e) => return Err(format!("smtpd: quick start: {e}\n")),
+        },
+    };
+    parsed.map_err(|diagnostics| diagnostics.to_string())
 }
 
 /// Without -d or -F the daemon goes to the background: the same command

@@ -165,7 +165,8 @@ pub struct ClientTls {
 }
 
 impl Certificates {
-    /// One [`ClientTls`] per relay action, by action name.
+    /// One [`ClientTls`] per relay action, by action name, and the defaults
+    /// (system roots, no client certificate) under the empty name.
     pub fn client_configs(
         &self,
         config: &Config,
@@ -173,11 +174,17 @@ impl Certificates {
     ) -> Result<HashMap<String, ClientTls>, RoleError> {
         let mut system: Option<Arc<RootCertStore>> = None;
         let mut out = HashMap::new();
-        for action in &config.actions {
-            let Dispatcher::Relay(relay) = &action.dispatcher else {
-                continue;
-            };
-            let fail = |e: String| RoleError::Setup(format!("action {}: {e}", action.name));
+        let defaults = rsmtpd_config::model::RelayDispatcher::default();
+        let all = config
+            .actions
+            .iter()
+            .filter_map(|a| match &a.dispatcher {
+                Dispatcher::Relay(relay) => Some((a.name.as_str(), relay)),
+                _ => None,
+            })
+            .chain(std::iter::once(("", &defaults)));
+        for (name, relay) in all {
+            let fail = |e: String| RoleError::Setup(format!("action {name}: {e}"));
             let roots = match relay.ca {
                 Some(ca) => {
                     let ca = config
@@ -214,7 +221,7 @@ impl Certificates {
                 .map_err(|e| fail(e.to_string()))
             };
             out.insert(
-                action.name.clone(),
+                name.to_owned(),
                 ClientTls {
                     unverified: build(Verify::Nothing)?,
                     verified: build(Verify::Roots(roots))?,

@@ -19,8 +19,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::links::{
-    ControlToQueue, ControlToSmtp, FdKind, FromLookup, QueueToControl, Role, SmtpToControl, Start,
-    ToLookup,
+    ChildToParent, ControlToQueue, ControlToSmtp, FdKind, FromLookup, ParentToChild,
+    QueueToControl, Role, SmtpToControl, Start, ToLookup,
 };
 use crate::privsep::Mode;
 use crate::roles::rpc::Client;
@@ -51,6 +51,10 @@ struct Control {
     smtp: Arc<Client<ControlToSmtp, SmtpToControl>>,
     queue: Arc<Client<ControlToQueue, QueueToControl>>,
     lookup: Arc<Client<ToLookup, FromLookup>>,
+    parent: tokio::sync::mpsc::UnboundedSender<(ChildToParent, Vec<OwnedFd>)>,
+    /// Who waits for the parent's answer to a reload (one at a time).
+    reloading: tokio::sync::Mutex<()>,
+    reloaded: Mutex<Option<tokio::sync::oneshot::Sender<Result<(), String>>>>,
 }
 
 pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<(), RoleError> {
@@ -64,7 +68,8 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
     super::ready(&mut parent)?;
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let parent = parent.into_async()?;
+        super::ignore_interrupts()?;
+        let (parent_tx, mut parent_rx) = parent.into_async()?.split();
         let listener = std::os::unix::net::UnixListener::from(socket);
         listener
             .set_nonblocking(true)
@@ -82,7 +87,33 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             smtp: Client::start(Channel::from_fd(smtp)?),
             queue: Client::start(Channel::from_fd(queue)?),
             lookup: Client::start(Channel::from_fd(lookup)?),
+            parent: super::writer(parent_tx),
+            reloading: tokio::sync::Mutex::new(()),
+            reloaded: Mutex::new(None),
         });
+        let from_parent = {
+            let control = control.clone();
+            async move {
+                loop {
+                    match parent_rx.recv().await {
+                        Ok(Some((ParentToChild::Reloaded(result), _))) => {
+                            let waiter = control
+                                .reloaded
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .take();
+                            if let Some(w) = waiter {
+                                let _ = w.send(result);
+                            }
+                        }
+                        Ok(Some((ParentToChild::Shutdown, _))) | Ok(None) | Err(_) => {
+                            return Ok::<(), RoleError>(());
+                        }
+                        Ok(Some(_)) => {}
+                    }
+                }
+            }
+        };
         let pending = Arc::new(Semaphore::new(MAX_PENDING));
         let serve = async {
             loop {
@@ -106,7 +137,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         };
         tokio::select! {
             () = serve => Ok(()),
-            r = super::wait_for_shutdown(parent) => r,
+            r = from_parent => r,
         }
     })
 }
@@ -188,6 +219,18 @@ impl Control {
                 )
             }
             Command::ShowStats => (Reply::Text(self.stats().await), Vec::new()),
+            Command::Reload => {
+                let _one_at_a_time = self.reloading.lock().await;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                *self.reloaded.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+                let _ = self.parent.send((ChildToParent::Reload, Vec::new()));
+                let reply = match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+                    Ok(Ok(Ok(()))) => Reply::Done("configuration reloaded".into()),
+                    Ok(Ok(Err(why))) => Reply::Refused(format!("reload failed: {why}")),
+                    _ => Reply::Refused("the parent did not answer".into()),
+                };
+                (reply, Vec::new())
+            }
             Command::UpdateTable(name) => {
                 let call = self.lookup.call(|id| ToLookup::UpdateTable { id, name });
                 let reply = match tokio::time::timeout(ANSWER_TIMEOUT, call).await {

@@ -42,18 +42,18 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         super::ignore_interrupts()?;
         let parent = parent.into_async()?;
         let (parent_tx, parent_rx) = parent.split();
-        let (parent, shutdown) = ParentRequests::start(parent_tx, parent_rx);
+        let state = std::sync::Arc::new(State {
+            current: Mutex::new(std::sync::Arc::new(Current {
+                config: start.config,
+                tables: tables.into_iter().map(std::sync::Arc::new).collect(),
+            })),
+        });
+        let (parent, shutdown) = ParentRequests::start(parent_tx, parent_rx, state.clone());
         let smtp: Channel<FromLookup, ToLookup> = Channel::from_fd(smtp)?;
         let queue: Channel<FromLookup, ToLookup> = Channel::from_fd(queue)?;
         let control: Channel<FromLookup, ToLookup> = Channel::from_fd(control)?;
-        let tables = Tables {
-            current: Mutex::new(std::sync::Arc::new(
-                tables.into_iter().map(std::sync::Arc::new).collect(),
-            )),
-        };
         let lookup = Lookup {
-            config: &start.config,
-            tables: &tables,
+            state: &state,
             parent: &parent,
         };
         tokio::select! {
@@ -75,9 +75,11 @@ struct ParentRequests {
 
 impl ParentRequests {
     /// Also returns what resolves when the parent says Shutdown or goes.
+    /// Also applies reloads to `state` (the parent sends them here).
     fn start(
         tx: rsmtpd_ipc::Sender<ChildToParent>,
         mut rx: rsmtpd_ipc::Receiver<ParentToChild>,
+        state: std::sync::Arc<State>,
     ) -> (std::sync::Arc<ParentRequests>, oneshot::Receiver<()>) {
         let requests = std::sync::Arc::new(ParentRequests {
             next: AtomicU64::new(1),
@@ -90,6 +92,12 @@ impl ParentRequests {
             loop {
                 let answer = match rx.recv().await {
                     Ok(Some((ParentToChild::Shutdown, _))) | Ok(None) | Err(_) => break,
+                    Ok(Some((ParentToChild::Reload(config), _))) => {
+                        // Opening tables reads files: off the event loop.
+                        let state = state.clone();
+                        let _ = tokio::task::spawn_blocking(move || state.reload(*config)).await;
+                        continue;
+                    }
                     Ok(Some((answer, _))) => answer,
                 };
                 let id = match &answer {
@@ -151,15 +159,21 @@ impl ParentRequests {
     }
 }
 
-/// The open tables. A request works on the set it started with; `smtpctl
-/// update table` swaps in a new set (the old one lives on until the
-/// requests using it are done), so no lock is held across an await.
-struct Tables {
-    current: Mutex<std::sync::Arc<Vec<std::sync::Arc<Table>>>>,
+/// The configuration and its open tables. A request works on the set it
+/// started with; a reload or `smtpctl update table` swaps in a new set (the
+/// old one lives on until the requests using it are done), so no lock is
+/// held across an await.
+struct State {
+    current: Mutex<std::sync::Arc<Current>>,
 }
 
-impl Tables {
-    fn snapshot(&self) -> std::sync::Arc<Vec<std::sync::Arc<Table>>> {
+struct Current {
+    config: Config,
+    tables: Vec<std::sync::Arc<Table>>,
+}
+
+impl State {
+    fn snapshot(&self) -> std::sync::Arc<Current> {
         self.current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -167,7 +181,9 @@ impl Tables {
     }
 
     /// Re-reads table `name` from its file (`smtpctl update table`).
-    fn update(&self, config: &Config, name: &str) -> Result<(), String> {
+    fn update(&self, name: &str) -> Result<(), String> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let config = &current.config;
         let index = config
             .tables
             .iter()
@@ -175,19 +191,39 @@ impl Tables {
             .ok_or_else(|| format!("no table named {}", crate::logging::visible(name)))?;
         let decl = &config.tables.get(index).ok_or("no such table")?.decl;
         let table = Table::open(decl).map_err(|e| e.to_string())?;
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next: Vec<std::sync::Arc<Table>> = current.as_ref().clone();
-        if let Some(slot) = next.get_mut(index) {
+        let mut tables = current.tables.clone();
+        if let Some(slot) = tables.get_mut(index) {
             *slot = std::sync::Arc::new(table);
         }
-        *current = std::sync::Arc::new(next);
+        *current = std::sync::Arc::new(Current {
+            config: config.clone(),
+            tables,
+        });
         Ok(())
+    }
+
+    /// A new configuration, with every table opened again (their files
+    /// may have changed too). On failure the running one stays.
+    fn reload(&self, config: Config) {
+        match ruleset::open_tables(&config) {
+            Ok(tables) => {
+                let next = Current {
+                    config,
+                    tables: tables.into_iter().map(std::sync::Arc::new).collect(),
+                };
+                *self.current.lock().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(next);
+                log_info!("lookup: configuration reloaded");
+            }
+            Err(e) => log_warn!(
+                "lookup: reload failed, keeping the running configuration: {}",
+                crate::logging::visible(&e.to_string())
+            ),
+        }
     }
 }
 
 struct Lookup<'a> {
-    config: &'a Config,
-    tables: &'a Tables,
+    state: &'a State,
     parent: &'a ParentRequests,
 }
 
@@ -217,7 +253,7 @@ impl Lookup<'_> {
                         .await?;
                 }
                 ToLookup::UpdateTable { id, name } => {
-                    let result = self.tables.update(self.config, &name);
+                    let result = self.state.update(&name);
                     match &result {
                         Ok(()) => {
                             log_info!("lookup: table {} updated", crate::logging::visible(&name))
@@ -258,8 +294,8 @@ impl Lookup<'_> {
         let Some(table) = table else {
             return self.parent.check_password(user, password).await;
         };
-        let tables = self.tables.snapshot();
-        let Some(table) = tables.get(table.0) else {
+        let current = self.state.snapshot();
+        let Some(table) = current.tables.get(table.0) else {
             return AuthVerdict::Unavailable("credentials table missing".into());
         };
         let stored = match table.lookup(rsmtpd_table::Service::String, &user) {
@@ -291,14 +327,14 @@ impl Lookup<'_> {
         user: &str,
         sender: &str,
     ) -> Option<bool> {
-        let tables = self.tables.snapshot();
-        let table = tables.get(table.0)?;
+        let current = self.state.snapshot();
+        let table = current.tables.get(table.0)?;
         match table.lookup(rsmtpd_table::Service::Mailaddrmap, user) {
             Ok(Some(rsmtpd_table::Value::Mailaddrmap(list))) => Some(list.iter().any(|entry| {
                 rsmtpd_table::mailaddr_match(
                     sender,
                     &entry.to_string(),
-                    self.config.smtp.sub_addr_delim,
+                    current.config.smtp.sub_addr_delim,
                 )
             })),
             Ok(_) => Some(false),
@@ -311,7 +347,11 @@ impl Lookup<'_> {
 
     /// Which deliveries a recipient gets, or why it is refused.
     async fn route(&self, query: &RouteQuery) -> RouteAnswer {
-        let config = self.config;
+        // The configuration this whole lookup uses, even if a reload
+        // comes while it waits for the parent.
+        let current = self.state.snapshot();
+        let config = &current.config;
+        let tables = &current.tables;
         let (local_part, domain) = match query.rcpt.rsplit_once('@') {
             Some((l, d)) => (l, d.to_owned()),
             None => (query.rcpt.as_str(), config.hostname.clone()),
@@ -334,7 +374,6 @@ impl Lookup<'_> {
             rcpt: &dest,
             rcpt_domain: &domain,
         };
-        let tables = self.tables.snapshot();
         let action = match ruleset::evaluate(config, tables.as_slice(), &ctx) {
             Err(e) => {
                 log_warn!("lookup: rule evaluation failed: {e}");
@@ -399,7 +438,7 @@ impl Lookup<'_> {
                 let deliveries = expansion
                     .deliveries
                     .into_iter()
-                    .map(|d| self.planned(d))
+                    .map(|d| planned(config, d))
                     .collect();
                 RouteAnswer::Accept { deliveries }
             }
@@ -426,57 +465,58 @@ impl Lookup<'_> {
             }
         }
     }
+}
 
-    fn planned(&self, delivery: Delivery) -> Planned {
-        let name = |id: rsmtpd_config::model::ActionId| {
-            self.config
-                .actions
-                .get(id.0)
-                .map(|a| a.name.clone())
-                .unwrap_or_default()
-        };
-        let run_as = |r: RunAs| match r {
-            RunAs::User(u) => Some(u.username),
-            RunAs::Unprivileged => None,
-        };
-        match delivery {
-            Delivery::Local { action, dest, user } => Planned {
-                action: name(action),
-                relay: false,
-                dest,
-                user: Some(user.username),
-                target: None,
-            },
-            Delivery::File {
-                action,
-                path,
-                run_as: who,
-            } => Planned {
-                action: name(action),
-                relay: false,
-                dest: path.display().to_string(),
-                user: run_as(who),
-                target: Some(LocalTarget::File(path.display().to_string())),
-            },
-            Delivery::Command {
-                action,
-                command,
-                run_as: who,
-            } => Planned {
-                action: name(action),
-                relay: false,
-                dest: command.clone(),
-                user: run_as(who),
-                target: Some(LocalTarget::Command(command)),
-            },
-            Delivery::Relay { action, dest } => Planned {
-                action: name(action),
-                relay: true,
-                dest,
-                user: None,
-                target: None,
-            },
-        }
+/// The delivery a recipient's expansion produced, as the queue records it.
+fn planned(config: &Config, delivery: Delivery) -> Planned {
+    let name = |id: rsmtpd_config::model::ActionId| {
+        config
+            .actions
+            .get(id.0)
+            .map(|a| a.name.clone())
+            .unwrap_or_default()
+    };
+    let run_as = |r: RunAs| match r {
+        RunAs::User(u) => Some(u.username),
+        RunAs::Unprivileged => None,
+    };
+    match delivery {
+        Delivery::Local { action, dest, user } => Planned {
+            action: name(action),
+            relay: false,
+            dest,
+            user: Some(user.username),
+            target: None,
+        },
+        Delivery::File {
+            action,
+            path,
+            run_as: who,
+        } => Planned {
+            action: name(action),
+            relay: false,
+            dest: path.display().to_string(),
+            user: run_as(who),
+            target: Some(LocalTarget::File(path.display().to_string())),
+        },
+        Delivery::Command {
+            action,
+            command,
+            run_as: who,
+        } => Planned {
+            action: name(action),
+            relay: false,
+            dest: command.clone(),
+            user: run_as(who),
+            target: Some(LocalTarget::Command(command)),
+        },
+        Delivery::Relay { action, dest } => Planned {
+            action: name(action),
+            relay: true,
+            dest,
+            user: None,
+            target: None,
+        },
     }
 }
 

@@ -188,6 +188,22 @@ pub async fn wait_for_shutdown(mut parent: AsyncParentLink) -> Result<(), RoleEr
     }
 }
 
+/// Like [`wait_for_shutdown`], handing each new configuration to
+/// `reload` meanwhile.
+pub async fn serve_parent(
+    mut parent: AsyncParentLink,
+    mut reload: impl FnMut(rsmtpd_config::model::Config),
+) -> Result<(), RoleError> {
+    ignore_interrupts()?;
+    loop {
+        match parent.recv().await? {
+            None | Some((ParentToChild::Shutdown, _)) => return Ok(()),
+            Some((ParentToChild::Reload(config), _)) => reload(*config),
+            Some(_) => {}
+        }
+    }
+}
+
 /// Catch SIGINT and do nothing with it (see [`wait_for_shutdown`]).
 pub fn ignore_interrupts() -> Result<(), RoleError> {
     use tokio::signal::unix::{SignalKind, signal};

@@ -203,7 +203,7 @@ fn start(flags: &Flags, config: Config) -> Result<ExitCode, ParentError> {
             exe.clone(),
             mode,
         ));
-        supervise(config, tables, mode, exe, links, flags.debug).await
+        supervise(config, tables, mode, exe, links, flags).await
     });
     shutdown_children(&mut children, Duration::from_secs(10));
     let _ = std::fs::remove_file(&control_path);
@@ -251,6 +251,107 @@ enum Event {
     Delivered(Vec<(u64, Outcome)>),
     ForwardRead(u64, ForwardResult),
     PasswordChecked(u64, AuthVerdict),
+    /// SIGHUP, or `smtpctl reload` (whose answer goes back to control).
+    Reload {
+        asked_by_control: bool,
+    },
+}
+
+/// Why a new configuration cannot be applied without a restart: what the
+/// running processes were set up with (bound sockets, keys, the spool, the
+/// tables the confined mta opened before its chroot).
+fn reload_blockers(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let listeners = |c: &Config| {
+        c.listeners
+            .iter()
+            .map(|l| (l.addresses.clone(), l.port, l.tls, l.pkis.clone(), l.ca))
+            .collect::<Vec<_>>()
+    };
+    if listeners(old) != listeners(new) {
+        out.push("listen on");
+    }
+    let pkis = |c: &Config| {
+        c.pkis
+            .iter()
+            .map(|p| (p.name.clone(), p.cert.clone(), p.key.clone()))
+            .collect::<Vec<_>>()
+    };
+    if pkis(old) != pkis(new) {
+        out.push("pki");
+    }
+    let cas = |c: &Config| {
+        c.cas
+            .iter()
+            .map(|a| (a.name.clone(), a.cert.clone()))
+            .collect::<Vec<_>>()
+    };
+    if cas(old) != cas(new) {
+        out.push("ca");
+    }
+    if old.queue.path != new.queue.path {
+        out.push("queue path");
+    }
+    // The mta built a TLS client configuration per relay action with its
+    // own ca, pki, ciphers or protocols before its chroot; new actions
+    // without them use the defaults.
+    let relay_tls = |c: &Config| {
+        let mut v: Vec<_> = c
+            .actions
+            .iter()
+            .filter_map(|a| match &a.dispatcher {
+                rsmtpd_config::model::Dispatcher::Relay(r)
+                    if r.ca.is_some()
+                        || r.pki.is_some()
+                        || r.ciphers.is_some()
+                        || r.protocols.is_some() =>
+                {
+                    Some((
+                        a.name.clone(),
+                        r.ca,
+                        r.pki,
+                        r.ciphers.clone(),
+                        r.protocols.clone(),
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    if relay_tls(old) != relay_tls(new) || old.smtp.ciphers != new.smtp.ciphers {
+        out.push("relay TLS options (ca, pki, ciphers, protocols)");
+    }
+    // The mta opened its tables before its chroot and finds them by index:
+    // every table a relay action of the new configuration names must be
+    // the same declaration at the same index as before. (Other processes
+    // open every table again.)
+    let relay_tables = new.actions.iter().flat_map(|a| match &a.dispatcher {
+        rsmtpd_config::model::Dispatcher::Relay(r) => {
+            let mut ids = Vec::new();
+            ids.extend(r.auth);
+            ids.extend(r.helo_src);
+            if let Some(rsmtpd_config::model::SourceAddrs::Table(t)) = &r.src {
+                ids.push(*t);
+            }
+            if let rsmtpd_config::model::Route::Domain(t) = &r.route {
+                ids.push(*t);
+            }
+            ids
+        }
+        _ => Vec::new(),
+    });
+    let decl = |c: &Config, id: rsmtpd_config::model::TableId| {
+        c.tables.get(id.0).map(|t| format!("{:?}", t.decl))
+    };
+    if relay_tables
+        .into_iter()
+        .any(|id| decl(old, id) != decl(new, id))
+    {
+        out.push("tables of relay actions");
+    }
+    out
 }
 
 async fn supervise(
@@ -259,8 +360,9 @@ async fn supervise(
     mode: Mode,
     exe: PathBuf,
     links: Vec<(Role, BlockingChannel<ParentToChild, ChildToParent>)>,
-    debug: bool,
+    flags: &Flags,
 ) -> ExitCode {
+    let debug = flags.debug;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut senders = Vec::new();
     // Once stopping, links closing is expected, not news.
@@ -308,14 +410,47 @@ async fn supervise(
     let slots = usize::try_from(config.mda.limits.max_session)
         .unwrap_or(usize::MAX)
         .max(1);
-    let delivery = std::sync::Arc::new(DeliveryContext {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(slots));
+    let mut current = config.clone();
+    let mut delivery = std::sync::Arc::new(DeliveryContext {
         config,
         tables,
         mode,
-        exe,
+        exe: exe.clone(),
         debug,
-        slots: tokio::sync::Semaphore::new(slots),
+        slots: slots.clone(),
     });
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            log_error!("smtpd: signals: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // A reload: parse, check, hand the new configuration to every child
+    // that uses it, and use it for the next local deliveries.
+    let reload = |current: &Config| -> Result<(DeliveryContext, Config), String> {
+        let new = crate::smtpd::load(flags).map_err(|text| text.trim_end().replace('\n', "; "))?;
+        let blockers = reload_blockers(current, &new);
+        if !blockers.is_empty() {
+            return Err(format!(
+                "{} changed: restart smtpd to apply this configuration",
+                blockers.join(", ")
+            ));
+        }
+        let tables = rsmtpd_config::ruleset::open_tables(&new).map_err(|e| e.to_string())?;
+        Ok((
+            DeliveryContext {
+                config: new.clone(),
+                tables,
+                mode,
+                exe: exe.clone(),
+                debug,
+                slots: slots.clone(),
+            },
+            new,
+        ))
+    };
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -333,6 +468,10 @@ async fn supervise(
                 log_info!("smtpd: interrupted, shutting down");
                 break ExitCode::SUCCESS;
             }
+            _ = hup.recv() => {
+                log_info!("smtpd: received SIGHUP, reloading the configuration");
+                let _ = events_tx.send(Event::Reload { asked_by_control: false });
+            }
             event = events.recv() => match event {
                 None => break ExitCode::from(1),
                 Some(Event::Closed(role)) => {
@@ -340,6 +479,39 @@ async fn supervise(
                     break ExitCode::from(1);
                 }
                 Some(Event::Child(_, ChildToParent::Ready, _)) => {}
+                Some(Event::Child(role, ChildToParent::Reload, _)) => {
+                    if role == Role::Control {
+                        let _ = events_tx.send(Event::Reload { asked_by_control: true });
+                    }
+                }
+                Some(Event::Reload { asked_by_control }) => {
+                    let result = match reload(&current) {
+                        Ok((ctx, new)) => {
+                            for role in [Role::Smtp, Role::Lookup, Role::Queue, Role::Mta] {
+                                if let Some(s) = sender_to(role) {
+                                    let _ = s.send((
+                                        ParentToChild::Reload(Box::new(new.clone())),
+                                        Vec::new(),
+                                    ));
+                                }
+                            }
+                            delivery = std::sync::Arc::new(ctx);
+                            current = new;
+                            log_info!("smtpd: configuration reloaded");
+                            Ok(())
+                        }
+                        Err(why) => {
+                            log_warn!(
+                                "smtpd: reload failed, keeping the running configuration: {}",
+                                visible(&why)
+                            );
+                            Err(why)
+                        }
+                    };
+                    if asked_by_control && let Some(s) = sender_to(Role::Control) {
+                        let _ = s.send((ParentToChild::Reloaded(result), Vec::new()));
+                    }
+                }
                 Some(Event::Child(role, ChildToParent::Deliver(req), mut fds)) => {
                     if role != Role::Queue {
                         log_warn!("smtpd: delivery request from {}, ignored", role.name());
@@ -427,8 +599,9 @@ struct DeliveryContext {
     mode: Mode,
     exe: PathBuf,
     debug: bool,
-    /// `mda limit max-session`: delivery processes at once.
-    slots: tokio::sync::Semaphore,
+    /// `mda limit max-session`: delivery processes at once (shared by the
+    /// contexts of successive reloads).
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl DeliveryContext {

@@ -215,10 +215,15 @@ impl Queue {
                 Event::Parent(ParentToChild::Delivered { outcomes }) => {
                     self.outcomes(outcomes, None)
                 }
+                Event::Parent(ParentToChild::Reload(config)) => {
+                    // The next deliveries and bounces follow the new actions.
+                    self.config = *config;
+                }
                 Event::Parent(
                     ParentToChild::Start(_)
                     | ParentToChild::Forward { .. }
-                    | ParentToChild::Password { .. },
+                    | ParentToChild::Password { .. }
+                    | ParentToChild::Reloaded(_),
                 ) => {}
                 Event::Smtp(msg) => self.smtp_request(msg),
                 Event::Scheduler(SchedulerToQueue::Deliver { evpids }) => self.deliver(&evpids),
@@ -874,6 +879,7 @@ impl Queue {
             // Not the queue's: control answers these itself.
             Command::ShowStatus
             | Command::UpdateTable(_)
+            | Command::Reload
             | Command::Pause(Target::Smtp)
             | Command::Resume(Target::Smtp) => Reply::Refused("not a queue command".into()),
         };

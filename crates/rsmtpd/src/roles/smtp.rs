@@ -70,7 +70,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         let queue: Channel<SmtpToQueue, QueueToSmtp> = Channel::from_fd(queue)?;
         let lookup: Channel<ToLookup, FromLookup> = Channel::from_fd(lookup)?;
         let shared = Arc::new(Shared {
-            config: start.config,
+            config: Mutex::new(Arc::new(start.config)),
             tuning: start.tuning,
             queue: Client::start(queue),
             lookup: Client::start(lookup),
@@ -117,7 +117,12 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             stop.clone(),
             accepting_tx,
         ));
-        super::wait_for_shutdown(parent).await?;
+        let reloads = shared.clone();
+        super::serve_parent(parent, move |config| {
+            *reloads.config.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+            log_info!("smtp-in: configuration reloaded");
+        })
+        .await?;
         let _ = stop_tx.send(true);
         // Give sessions a moment to say 421 and go.
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -129,7 +134,8 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
 }
 
 struct Shared {
-    config: Config,
+    /// The running configuration; a session keeps the one it started with.
+    config: Mutex<Arc<Config>>,
     tuning: crate::tuning::Tuning,
     queue: Arc<Client<SmtpToQueue, QueueToSmtp>>,
     lookup: Arc<Client<ToLookup, FromLookup>>,
@@ -143,6 +149,13 @@ struct Shared {
 }
 
 impl Shared {
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// True when this address failed AUTH too often lately.
     fn auth_blocked(&self, ip: std::net::IpAddr) -> bool {
         let map = self.auth_failures.lock().unwrap_or_else(|p| p.into_inner());
@@ -322,7 +335,8 @@ struct SessionSlot {
 impl SessionSlot {
     fn take(shared: &Arc<Shared>, ip: Option<std::net::IpAddr>) -> Option<SessionSlot> {
         let mut per = shared.per_address.lock().unwrap_or_else(|p| p.into_inner());
-        let limits = &shared.config.smtp;
+        let config = shared.config();
+        let limits = &config.smtp;
         let here = ip.and_then(|ip| per.get(&ip).copied()).unwrap_or(0);
         if here as u64 >= limits.max_sessions_per_address
             || shared.sessions.load(Ordering::Relaxed) as u64 >= limits.max_sessions
@@ -420,7 +434,7 @@ async fn session(
     mut stop: watch::Receiver<bool>,
     _slot: SessionSlot,
 ) {
-    let config = &shared.config;
+    let config = &*shared.config();
     let (listener, hostname, tls_config) = match &entry {
         Entry::Listener(at) => (
             config.listeners.get(at.index),

@@ -92,7 +92,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             ),
             session_mail_max: start.config.mta.limits.session_mail_max,
             tls,
-            config: start.config,
+            config: std::sync::Mutex::new(Arc::new(start.config)),
             tables,
             resolver,
             rng: Mutex::new(rng),
@@ -138,7 +138,10 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
         };
         tokio::select! {
             r = serve => r,
-            r = super::wait_for_shutdown(parent) => r,
+            r = super::serve_parent(parent, |config| {
+                *mta.config.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+                log_info!("mta: configuration reloaded");
+            }) => r,
         }?;
         drop(done_tx);
         // Let transactions under way finish their current step (bounded).
@@ -148,7 +151,10 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
 }
 
 struct Mta {
-    config: Config,
+    /// The running configuration; a transaction keeps the one it started
+    /// with. A reload never changes the tables (their ids would shift; the
+    /// parent refuses such a reload).
+    config: std::sync::Mutex<Arc<Config>>,
     tables: Vec<Table>,
     resolver: Resolver,
     rng: Mutex<XorShift>,
@@ -211,6 +217,13 @@ enum Attempt {
 }
 
 impl Mta {
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The outcomes, and the host that gave them.
     async fn relay(
         &self,
@@ -263,8 +276,8 @@ impl Mta {
         req: &RelayRequest,
         message: OwnedFd,
     ) -> Result<(Vec<Outcome>, String), Outcome> {
-        let action = self
-            .config
+        let config = self.config();
+        let action = config
             .actions
             .iter()
             .find(|a| a.name == req.action)
@@ -378,7 +391,7 @@ impl Mta {
         let mut name = dispatcher
             .helo
             .as_deref()
-            .unwrap_or(&self.config.hostname)
+            .unwrap_or(&self.config().hostname)
             .to_owned();
         if let (Some(id), Some(ip)) = (&dispatcher.helo_src, source) {
             let table = self
@@ -428,7 +441,8 @@ impl Mta {
         };
         let tls = Tls {
             plan,
-            configs: self.tls.get(action),
+            // An action added by a reload speaks TLS with the defaults.
+            configs: self.tls.get(action).or_else(|| self.tls.get("")),
             verify: hop.target.verify,
             credentials: match self.credentials(dispatcher, hop) {
                 Ok(c) => c,
