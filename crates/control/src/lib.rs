@@ -60,6 +60,8 @@ pub enum Command {
     UpdateTable(String),
     /// Read the configuration again, as SIGHUP does (an extension).
     Reload,
+    /// `log verbose` (true) or `log brief`, in every process.
+    LogVerbose(bool),
 }
 
 impl Command {

@@ -115,6 +115,8 @@ pub enum ParentToChild {
     Reload(Box<Config>),
     /// To control: how `smtpctl reload` went.
     Reloaded(Result<(), String>),
+    /// `smtpctl log verbose|brief`: the new verbosity (0: brief).
+    LogVerbose(u8),
 }
 
 /// A `.forward` as the parent read it.
@@ -147,6 +149,8 @@ pub enum ChildToParent {
     ReadForward { id: u64, owner: ForwardOwner },
     /// From control: `smtpctl reload`.
     Reload,
+    /// From control: `smtpctl log verbose|brief`.
+    LogVerbose(u8),
     /// From lookup: check a system account's password (shadow file).
     CheckPassword {
         id: u64,

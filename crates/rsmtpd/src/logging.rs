@@ -56,6 +56,11 @@ pub fn init(foreground: bool, verbose: u8) {
     let _ = SINK.set(Mutex::new(sink));
 }
 
+/// `smtpctl log verbose|brief`: every process gets it from the parent.
+pub fn set_verbose(verbose: u8) {
+    VERBOSE.store(verbose, Ordering::Relaxed);
+}
+
 pub fn verbose() -> u8 {
     VERBOSE.load(Ordering::Relaxed)
 }

@@ -489,3 +489,28 @@ fn schedule_tries_now() {
     assert_eq!(d.wait_for_delivered(1, WAIT).len(), 1, "{}", d.log());
     queue_lines(&d, 0);
 }
+
+/// `log brief` silences the debug lines of every process, `log verbose`
+/// brings them back (the harness starts the daemon with -v).
+#[test]
+fn log_brief_and_verbose() {
+    let d = daemon("smtpctl-log", &[]);
+    let user = rsmtpd_test_support::daemon::current_user();
+    assert_eq!(rcpt_code(&d, &format!("{user}+one@example.org")), "250");
+    d.wait_for_log(&format!("route rcpt={user}+one@example.org"), WAIT);
+    assert_eq!(ctl(&d, &["log", "brief"], None).1, "logging brief\n");
+    d.wait_for_log("smtpd: logging brief", WAIT);
+    // The lookup process got it too (through the parent, shortly after
+    // the answer): its debug line is gone.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rcpt_code(&d, &format!("{user}+two@example.org")), "250");
+    assert_eq!(ctl(&d, &["log", "verbose"], None).1, "logging verbose\n");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rcpt_code(&d, &format!("{user}+three@example.org")), "250");
+    d.wait_for_log(&format!("route rcpt={user}+three@example.org"), WAIT);
+    assert!(
+        !d.log().contains(&format!("route rcpt={user}+two@")),
+        "{}",
+        d.log()
+    );
+}

@@ -109,6 +109,9 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
                         Ok(Some((ParentToChild::Shutdown, _))) | Ok(None) | Err(_) => {
                             return Ok::<(), RoleError>(());
                         }
+                        Ok(Some((ParentToChild::LogVerbose(v), _))) => {
+                            crate::logging::set_verbose(v);
+                        }
                         Ok(Some(_)) => {}
                     }
                 }
@@ -230,6 +233,13 @@ impl Control {
                     _ => Reply::Refused("the parent did not answer".into()),
                 };
                 (reply, Vec::new())
+            }
+            Command::LogVerbose(on) => {
+                let _ = self
+                    .parent
+                    .send((ChildToParent::LogVerbose(u8::from(on)), Vec::new()));
+                let what = if on { "verbose" } else { "brief" };
+                (Reply::Done(format!("logging {what}")), Vec::new())
             }
             Command::UpdateTable(name) => {
                 let call = self.lookup.call(|id| ToLookup::UpdateTable { id, name });

@@ -92,6 +92,10 @@ impl ParentRequests {
             loop {
                 let answer = match rx.recv().await {
                     Ok(Some((ParentToChild::Shutdown, _))) | Ok(None) | Err(_) => break,
+                    Ok(Some((ParentToChild::LogVerbose(v), _))) => {
+                        crate::logging::set_verbose(v);
+                        continue;
+                    }
                     Ok(Some((ParentToChild::Reload(config), _))) => {
                         // Opening tables reads files: off the event loop.
                         let state = state.clone();

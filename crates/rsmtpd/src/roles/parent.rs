@@ -479,6 +479,15 @@ async fn supervise(
                     break ExitCode::from(1);
                 }
                 Some(Event::Child(_, ChildToParent::Ready, _)) => {}
+                Some(Event::Child(role, ChildToParent::LogVerbose(v), _)) => {
+                    if role == Role::Control {
+                        crate::logging::set_verbose(v);
+                        for (_, s) in &senders {
+                            let _ = s.send((ParentToChild::LogVerbose(v), Vec::new()));
+                        }
+                        log_info!("smtpd: logging {}", if v > 0 { "verbose" } else { "brief" });
+                    }
+                }
                 Some(Event::Child(role, ChildToParent::Reload, _)) => {
                     if role == Role::Control {
                         let _ = events_tx.send(Event::Reload { asked_by_control: true });

@@ -215,6 +215,7 @@ impl Queue {
                 Event::Parent(ParentToChild::Delivered { outcomes }) => {
                     self.outcomes(outcomes, None)
                 }
+                Event::Parent(ParentToChild::LogVerbose(v)) => crate::logging::set_verbose(v),
                 Event::Parent(ParentToChild::Reload(config)) => {
                     // The next deliveries and bounces follow the new actions.
                     self.config = *config;
@@ -880,6 +881,7 @@ impl Queue {
             Command::ShowStatus
             | Command::UpdateTable(_)
             | Command::Reload
+            | Command::LogVerbose(_)
             | Command::Pause(Target::Smtp)
             | Command::Resume(Target::Smtp) => Reply::Refused("not a queue command".into()),
         };
