@@ -557,7 +557,13 @@ pub enum ControlToSmtp {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SmtpToControl {
-    Stats { id: u64, sessions: usize },
+    /// Sessions open now, opened and closed since the start.
+    Stats {
+        id: u64,
+        sessions: usize,
+        opened: u64,
+        closed: u64,
+    },
 }
 
 // ----------------------------------------------------------- control <-> queue

@@ -154,6 +154,15 @@ pub fn main(args: &[OsString]) -> ExitCode {
     if pattern.first() == Some(&"encrypt") {
         return encrypt(&args);
     }
+    if pattern == ["monitor"] {
+        return match monitor(&o) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("smtpctl: {}", crate::logging::visible(&e));
+                ExitCode::from(1)
+            }
+        };
+    }
     let result = command(pattern, &args).and_then(|command| run(&o, command));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -225,6 +234,83 @@ fn run(o: &Options, command: Command) -> Result<(), String> {
         }
     };
     written.map_err(|e| format!("writing: {e}"))
+}
+
+/// `monitor`: once a second, the counters of `show stats` as OpenSMTPD
+/// prints them: absolute for what is current (clients, envelopes), the
+/// increase since the line before for the rest; the first line has the
+/// values since the start. Runs until interrupted.
+fn monitor(o: &Options) -> Result<(), String> {
+    const COLUMNS: [(&str, bool); 13] = [
+        ("smtp.session", true),
+        ("smtp.session.opened", false),
+        ("smtp.session.closed", false),
+        ("queue.envelope", true),
+        ("queue.envelope.enqueued", false),
+        ("queue.envelope.dequeued", false),
+        ("delivery.ok", false),
+        ("delivery.tempfail", false),
+        ("delivery.permfail", false),
+        ("delivery.loop", false),
+        ("queue.envelope.expired", false),
+        ("queue.envelope.removed", false),
+        ("queue.bounce", false),
+    ];
+    let config = crate::sendmail::load_config(&crate::sendmail::config_path(o.config.as_deref()))
+        .map_err(|_| "cannot read the configuration".to_string())?;
+    let mut previous: Option<Vec<u64>> = None;
+    let mut out = std::io::stdout().lock();
+    for line in 0u64.. {
+        let text = match ask(&config, Command::ShowStats).map_err(|e| e.to_string())? {
+            (Reply::Text(text), _) => text,
+            (Reply::Refused(why), _) => return Err(why),
+            _ => return Err("unexpected answer".into()),
+        };
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let now: Vec<u64> = COLUMNS.iter().map(|(name, _)| value(name)).collect();
+        if line % 20 == 0 {
+            let header = "--- client ---  -- envelope --   ---- relay/delivery --- ------- misc -------\n\
+                          curr conn disc  curr  enq  deq   ok tmpfail prmfail loop expire remove bounce";
+            writeln!(out, "{header}").map_err(|e| e.to_string())?;
+        }
+        let shown: Vec<u64> = now
+            .iter()
+            .zip(COLUMNS)
+            .enumerate()
+            .map(|(i, (v, (_, absolute)))| match (&previous, absolute) {
+                (Some(p), false) => v.saturating_sub(p.get(i).copied().unwrap_or(0)),
+                _ => *v,
+            })
+            .collect();
+        let s = |i: usize| shown.get(i).copied().unwrap_or(0);
+        writeln!(
+            out,
+            "{:4} {:4} {:4}  {:4} {:4} {:4} {:4} {:7} {:7} {:4} {:6} {:6} {:6}",
+            s(0),
+            s(1),
+            s(2),
+            s(3),
+            s(4),
+            s(5),
+            s(6),
+            s(7),
+            s(8),
+            s(9),
+            s(10),
+            s(11),
+            s(12)
+        )
+        .map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+        previous = Some(now);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    Ok(())
 }
 
 /// Why the daemon could not be asked.

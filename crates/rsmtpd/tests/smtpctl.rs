@@ -514,3 +514,50 @@ fn log_brief_and_verbose() {
         d.log()
     );
 }
+
+/// `monitor`: a line a second; what happened in between shows up in the
+/// increments (bounded: killed after a few lines).
+#[test]
+fn monitor_counts_what_happens() {
+    let d = daemon("smtpctl-monitor", &[]);
+    let user = rsmtpd_test_support::daemon::current_user();
+    let mut child = Command::new(smtpctl(&d.dir))
+        .arg("monitor")
+        .env("RSMTPD_CONFIG", &d.config)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    submit(
+        &d,
+        &[
+            &format!("{user}@example.org"),
+            &format!("{user}+x@example.org"),
+        ],
+        "Subject: m\n\nmonitored\n",
+    );
+    d.wait_for_delivered(2, WAIT);
+    std::thread::sleep(Duration::from_millis(2500));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    assert!(
+        lines.next().unwrap().starts_with("--- client ---"),
+        "{text}"
+    );
+    assert!(
+        lines.next().unwrap().starts_with("curr conn disc"),
+        "{text}"
+    );
+    let rows: Vec<Vec<u64>> = lines
+        .map(|l| l.split_whitespace().map(|w| w.parse().unwrap()).collect())
+        .collect();
+    assert!(rows.len() >= 3, "{text}");
+    assert!(rows.iter().all(|r| r.len() == 13), "{text}");
+    // Enqueued and delivered: 2 envelopes, counted once each, after the
+    // first line.
+    let sum = |col: usize| rows.iter().skip(1).map(|r| r[col]).sum::<u64>();
+    assert_eq!(sum(4), 2, "{text}");
+    assert_eq!(sum(6), 2, "{text}");
+}

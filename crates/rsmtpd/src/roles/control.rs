@@ -303,10 +303,19 @@ impl Control {
             crate::clock::now().saturating_sub(self.started)
         );
         let call = self.smtp.call(|id| ControlToSmtp::Stats { id });
-        if let Ok(Some((SmtpToControl::Stats { sessions, .. }, _))) =
-            tokio::time::timeout(ANSWER_TIMEOUT, call).await
+        if let Ok(Some((
+            SmtpToControl::Stats {
+                sessions,
+                opened,
+                closed,
+                ..
+            },
+            _,
+        ))) = tokio::time::timeout(ANSWER_TIMEOUT, call).await
         {
-            out.push_str(&format!("smtp.session={sessions}\n"));
+            out.push_str(&format!(
+                "smtp.session={sessions}\nsmtp.session.opened={opened}\nsmtp.session.closed={closed}\n"
+            ));
         }
         if let (Reply::Text(queue), _) = self.ask_queue(Command::ShowStats).await {
             out.push_str(&queue);

@@ -110,6 +110,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             control: writer(control_tx),
             inflight: HashSet::new(),
             backoff: (start.tuning.retry_base_local, start.tuning.retry_base_relay),
+            counters: Counters::default(),
         };
         queue.resume(report.envelopes);
         queue.run(events).await
@@ -187,6 +188,21 @@ struct Queue {
     inflight: HashSet<u64>,
     /// Retry bases (local, relay), as the scheduler's.
     backoff: (u64, u64),
+    counters: Counters,
+}
+
+/// What `smtpctl show stats` and `monitor` count, since the start.
+#[derive(Debug, Default)]
+struct Counters {
+    enqueued: u64,
+    dequeued: u64,
+    ok: u64,
+    tempfail: u64,
+    permfail: u64,
+    loops: u64,
+    expired: u64,
+    removed: u64,
+    bounces: u64,
 }
 
 fn schedule_of(e: &Envelope) -> Schedule {
@@ -358,6 +374,7 @@ impl Queue {
     fn committed(&mut self, id: u64, msgid: MsgId, result: Result<Vec<Envelope>, String>) {
         match result {
             Ok(envelopes) => {
+                self.counters.enqueued += envelopes.len() as u64;
                 let list = envelopes.iter().map(schedule_of).collect();
                 for e in envelopes {
                     self.envelopes.insert(e.id.get(), e);
@@ -676,6 +693,7 @@ impl Queue {
         let mut e = self.envelopes.remove(&evpid)?;
         match outcome {
             Outcome::Ok | Outcome::Relayed | Outcome::PassedOn => {
+                self.counters.ok += 1;
                 // With a report to send, the envelope (and so the message
                 // the report quotes) stays until the report is queued.
                 let notice = success_notice(&e, &outcome);
@@ -685,6 +703,7 @@ impl Queue {
                 notice
             }
             Outcome::Temporary { status, text } => {
+                self.counters.tempfail += 1;
                 let now = now();
                 let previous = e.last_try.unwrap_or(e.created);
                 e.retry = e.retry.saturating_add(1);
@@ -711,13 +730,19 @@ impl Queue {
                     .send((QueueToScheduler::Retry { evpid }, Vec::new()));
                 warning
             }
-            Outcome::Permanent { status, text } => Some(Notice {
-                envelope: e,
-                action: dsn::Action::Failed,
-                text: clean_line(&text),
-                status,
-                remote_mta: None,
-            }),
+            Outcome::Permanent { status, text } => {
+                self.counters.permfail += 1;
+                if status == "5.4.6" {
+                    self.counters.loops += 1;
+                }
+                Some(Notice {
+                    envelope: e,
+                    action: dsn::Action::Failed,
+                    text: clean_line(&text),
+                    status,
+                    remote_mta: None,
+                })
+            }
         }
     }
 
@@ -815,11 +840,24 @@ impl Queue {
                     .values()
                     .filter(|e| e.dispatcher == Dispatcher::Relay)
                     .count();
+                let c = &self.counters;
                 Reply::Text(format!(
-                    "queue.envelope={}\nqueue.envelope.local={}\nqueue.envelope.relay={relay}\nqueue.inflight={}\n",
+                    "queue.envelope={}\nqueue.envelope.local={}\nqueue.envelope.relay={relay}\n\
+                     queue.inflight={}\nqueue.envelope.enqueued={}\nqueue.envelope.dequeued={}\n\
+                     queue.envelope.expired={}\nqueue.envelope.removed={}\nqueue.bounce={}\n\
+                     delivery.ok={}\ndelivery.tempfail={}\ndelivery.permfail={}\ndelivery.loop={}\n",
                     self.envelopes.len(),
                     self.envelopes.len() - relay,
-                    self.inflight.len()
+                    self.inflight.len(),
+                    c.enqueued,
+                    c.dequeued,
+                    c.expired,
+                    c.removed,
+                    c.bounces,
+                    c.ok,
+                    c.tempfail,
+                    c.permfail,
+                    c.loops,
                 ))
             }
             Command::Schedule(which) => {
@@ -834,6 +872,7 @@ impl Queue {
                 let ids = selected(&self.envelopes, which);
                 for evpid in &ids {
                     if let Some(e) = self.envelopes.remove(evpid) {
+                        self.counters.removed += 1;
                         log_info!("queue: envelope {} removed by the administrator", e.id);
                         self.finish(&e);
                     }
@@ -891,6 +930,7 @@ impl Queue {
     /// Past its ttl: bounce with what we last knew.
     fn expire(&mut self, evpid: u64) {
         self.inflight.remove(&evpid);
+        self.counters.expired += 1;
         let Some(e) = self.envelopes.remove(&evpid) else {
             let _ = self
                 .scheduler
@@ -913,6 +953,7 @@ impl Queue {
 
     /// Remove a finished envelope from disk, memory and the schedule.
     fn finish(&mut self, e: &Envelope) {
+        self.counters.dequeued += 1;
         if let Err(err) = self.spool.remove_envelope(e.id) {
             log_warn!("queue: envelope {}: cannot remove: {err}", e.id);
         }
@@ -983,6 +1024,7 @@ impl Queue {
                     );
                     // Committed (durable) before the failed envelopes go: a
                     // crash in between repeats a bounce, never loses one.
+                    self.counters.bounces += 1;
                     self.commit(0, msgid, envelopes);
                     for f in &pending.notices {
                         self.done_reporting(f);

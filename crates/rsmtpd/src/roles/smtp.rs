@@ -75,6 +75,8 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             queue: Client::start(queue),
             lookup: Client::start(lookup),
             sessions: AtomicUsize::new(0),
+            opened: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
             ids,
             per_address: Mutex::new(HashMap::new()),
             tls,
@@ -140,6 +142,9 @@ struct Shared {
     queue: Arc<Client<SmtpToQueue, QueueToSmtp>>,
     lookup: Arc<Client<ToLookup, FromLookup>>,
     sessions: AtomicUsize,
+    /// Sessions opened and closed since the start (`smtpctl monitor`).
+    opened: AtomicU64,
+    closed: AtomicU64,
     ids: SessionIds,
     per_address: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// By listener index; `None` for a listener without TLS.
@@ -250,10 +255,13 @@ async fn control_link(
                     let _ = accepting.send(on);
                 }
                 Ok(Some((ControlToSmtp::Stats { id }, _))) => {
-                    let sessions = shared.sessions.load(Ordering::Relaxed);
-                    let _ = answers
-                        .send(&SmtpToControl::Stats { id, sessions }, Vec::new())
-                        .await;
+                    let stats = SmtpToControl::Stats {
+                        id,
+                        sessions: shared.sessions.load(Ordering::Relaxed),
+                        opened: shared.opened.load(Ordering::Relaxed),
+                        closed: shared.closed.load(Ordering::Relaxed),
+                    };
+                    let _ = answers.send(&stats, Vec::new()).await;
                 }
                 Ok(Some((ControlToSmtp::Enqueue { uid, user }, mut fds))) => {
                     let Some(fd) = fds.pop() else { continue };
@@ -347,6 +355,7 @@ impl SessionSlot {
             per.insert(ip, here + 1);
         }
         shared.sessions.fetch_add(1, Ordering::Relaxed);
+        shared.opened.fetch_add(1, Ordering::Relaxed);
         Some(SessionSlot {
             shared: shared.clone(),
             ip,
@@ -357,6 +366,7 @@ impl SessionSlot {
 impl Drop for SessionSlot {
     fn drop(&mut self) {
         self.shared.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.shared.closed.fetch_add(1, Ordering::Relaxed);
         let mut per = self
             .shared
             .per_address
