@@ -62,6 +62,8 @@ pub enum Command {
     Reload,
     /// `log verbose` (true) or `log brief`, in every process.
     LogVerbose(bool),
+    /// Take in envelopes put into the spool by hand.
+    Discover(Selector),
 }
 
 impl Command {

@@ -199,6 +199,7 @@ fn command(pattern: &[&str], args: &[String]) -> Result<Command, String> {
         ["resume", "envelope", _] => Command::Resume(Target::Envelope(selector()?)),
         ["update", "table", _] => Command::UpdateTable(arg().to_owned()),
         ["reload"] => Command::Reload,
+        ["discover", _] => Command::Discover(selector()?),
         ["log", "verbose"] => Command::LogVerbose(true),
         ["log", "brief"] => Command::LogVerbose(false),
         other => return Err(format!("{}: not available yet", other.join(" "))),

@@ -561,3 +561,38 @@ fn monitor_counts_what_happens() {
     assert_eq!(sum(4), 2, "{text}");
     assert_eq!(sum(6), 2, "{text}");
 }
+
+/// `discover`: a message put back into the spool by hand is taken in.
+#[test]
+fn discover_takes_in_what_was_moved_in() {
+    let mut d = daemon("smtpctl-discover", &["-P", "mda"]);
+    submit(
+        &d,
+        &["a@example.org", "b@example.org"],
+        "Subject: d\n\nmoved\n",
+    );
+    let lines = queue_lines(&d, 2);
+    let msgid = lines[0][..8].to_owned();
+    d.stop();
+    let bucket = d.spool().join("queue").join(&msgid[..2]);
+    let aside = d.dir.join("aside");
+    std::fs::rename(bucket.join(&msgid), &aside).unwrap();
+    d.spawn(&["-P", "mda"]);
+    queue_lines(&d, 0);
+    std::fs::rename(&aside, bucket.join(&msgid)).unwrap();
+    queue_lines(&d, 0);
+    let (code, out, err) = ctl(&d, &["discover", &msgid], None);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "2 envelope(s) discovered\n"),
+        "{err}"
+    );
+    queue_lines(&d, 2);
+    // Known now: a second discover finds nothing new.
+    assert_eq!(
+        ctl(&d, &["discover", "all"], None).1,
+        "0 envelope(s) discovered\n"
+    );
+    ctl(&d, &["resume", "mda"], None);
+    assert_eq!(d.wait_for_delivered(2, WAIT).len(), 2, "{}", d.log());
+}

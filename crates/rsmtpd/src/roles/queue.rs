@@ -868,6 +868,25 @@ impl Queue {
                     .send((QueueToScheduler::Now { evpids: ids }, Vec::new()));
                 Reply::Done(format!("{n} envelope(s) scheduled"))
             }
+            Command::Discover(which) => {
+                // What is on disk and not known here: moved in by hand.
+                let found = match rsmtpd_queue::scan_read_only(self.spool.root()) {
+                    Ok(found) => found,
+                    Err(e) => return (Reply::Refused(format!("spool: {e}")), Vec::new()),
+                };
+                let new: Vec<Envelope> = found
+                    .into_iter()
+                    .filter(|e| which.matches(e.id.get()))
+                    .filter(|e| e.state == RcptState::Pending)
+                    .filter(|e| !self.envelopes.contains_key(&e.id.get()))
+                    .collect();
+                let n = new.len();
+                for e in &new {
+                    log_info!("queue: envelope {} discovered", e.id);
+                }
+                self.resume(new);
+                Reply::Done(format!("{n} envelope(s) discovered"))
+            }
             Command::Remove(which) => {
                 let ids = selected(&self.envelopes, which);
                 for evpid in &ids {
