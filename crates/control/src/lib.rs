@@ -62,6 +62,11 @@ pub enum Command {
     Reload,
     /// `log verbose` (true) or `log brief`, in every process.
     LogVerbose(bool),
+    /// `trace` (true) or `untrace` a subsystem's debug lines.
+    Trace {
+        subsystem: String,
+        on: bool,
+    },
     /// Take in envelopes put into the spool by hand.
     Discover(Selector),
 }

@@ -115,8 +115,8 @@ pub enum ParentToChild {
     Reload(Box<Config>),
     /// To control: how `smtpctl reload` went.
     Reloaded(Result<(), String>),
-    /// `smtpctl log verbose|brief`: the new verbosity (0: brief).
-    LogVerbose(u8),
+    /// `smtpctl log` and `trace`: what to log from now on.
+    Logging(crate::logging::Settings),
 }
 
 /// A `.forward` as the parent read it.
@@ -149,13 +149,24 @@ pub enum ChildToParent {
     ReadForward { id: u64, owner: ForwardOwner },
     /// From control: `smtpctl reload`.
     Reload,
-    /// From control: `smtpctl log verbose|brief`.
-    LogVerbose(u8),
+    /// From control: `smtpctl log verbose|brief`, `trace`, `untrace`.
+    Logging(LogChange),
     /// From lookup: check a system account's password (shadow file).
     CheckPassword {
         id: u64,
         user: String,
         password: Secret,
+    },
+}
+
+/// A change of what is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogChange {
+    Verbose(bool),
+    /// A subsystem's bit (see [`crate::logging::trace_bit`]), on or off.
+    Trace {
+        bit: u32,
+        on: bool,
     },
 }
 

@@ -40,6 +40,61 @@ enum Sink {
 
 static SINK: OnceLock<Mutex<Sink>> = OnceLock::new();
 static VERBOSE: AtomicU8 = AtomicU8::new(0);
+/// Subsystems whose debug lines are written even when not verbose
+/// (`smtpctl trace`), a bit each: see [`Settings`].
+static TRACES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Verbosity and traces, as `smtpctl log` and `trace` set them; the parent
+/// passes them to every process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Settings {
+    pub verbose: u8,
+    pub traces: u32,
+}
+
+/// smtpctl's trace subsystems and the log prefixes that are theirs.
+/// Subsystems without lines of their own here (imsg, io, filters, stat,
+/// mproc) are accepted and trace nothing.
+const SUBSYSTEMS: [(&str, &[&str]); 15] = [
+    ("imsg", &[]),
+    ("io", &[]),
+    ("smtp", &["smtp-in:"]),
+    ("filters", &[]),
+    ("mta", &["relay:", "mta:"]),
+    ("bounce", &["bounce:"]),
+    ("scheduler", &["scheduler:", "queue:"]),
+    ("expand", &["lookup: expanding"]),
+    ("lookup", &["lookup:"]),
+    ("stat", &[]),
+    ("rules", &["lookup: route"]),
+    ("mproc", &[]),
+    ("all", &[""]),
+    // `smtpctl profile`: timings of queue I/O; imsg has none here.
+    ("profile-queue", &["profile: queue"]),
+    ("profile-imsg", &[]),
+];
+
+/// The bit of trace subsystem `name`.
+pub fn trace_bit(name: &str) -> Option<u32> {
+    SUBSYSTEMS
+        .iter()
+        .position(|(n, _)| *n == name)
+        .map(|i| 1u32 << i)
+}
+
+pub fn apply(settings: Settings) {
+    VERBOSE.store(settings.verbose, Ordering::Relaxed);
+    TRACES.store(settings.traces, Ordering::Relaxed);
+}
+
+/// Whether a debug line is traced.
+fn traced(line: &str) -> bool {
+    let traces = TRACES.load(Ordering::Relaxed);
+    traces != 0
+        && SUBSYSTEMS.iter().enumerate().any(|(i, (_, prefixes))| {
+            traces & (1 << i) != 0 && prefixes.iter().any(|p| line.starts_with(p))
+        })
+}
 
 /// Choose where lines go. Call once per process, before chroot (syslog's
 /// socket lives outside any chroot). Without it, lines go to stderr.
@@ -56,21 +111,16 @@ pub fn init(foreground: bool, verbose: u8) {
     let _ = SINK.set(Mutex::new(sink));
 }
 
-/// `smtpctl log verbose|brief`: every process gets it from the parent.
-pub fn set_verbose(verbose: u8) {
-    VERBOSE.store(verbose, Ordering::Relaxed);
-}
-
 pub fn verbose() -> u8 {
     VERBOSE.load(Ordering::Relaxed)
 }
 
 /// Write one line. Used through the `log_*!` macros.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
-    if level == Level::Debug && verbose() == 0 {
+    let line = args.to_string();
+    if level == Level::Debug && verbose() == 0 && !traced(&line) {
         return;
     }
-    let line = args.to_string();
     let sink = SINK.get_or_init(|| Mutex::new(Sink::Stderr));
     let Ok(mut sink) = sink.lock() else {
         return;

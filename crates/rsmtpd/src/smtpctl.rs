@@ -202,6 +202,24 @@ fn command(pattern: &[&str], args: &[String]) -> Result<Command, String> {
         ["discover", _] => Command::Discover(selector()?),
         ["log", "verbose"] => Command::LogVerbose(true),
         ["log", "brief"] => Command::LogVerbose(false),
+        ["trace", _] => Command::Trace {
+            subsystem: arg().to_owned(),
+            on: true,
+        },
+        ["untrace", _] => Command::Trace {
+            subsystem: arg().to_owned(),
+            on: false,
+        },
+        ["profile", _] | ["unprofile", _] if matches!(arg(), "queue" | "imsg") => Command::Trace {
+            subsystem: format!("profile-{}", arg()),
+            on: pattern.first() == Some(&"profile"),
+        },
+        ["profile", _] | ["unprofile", _] => {
+            return Err(format!(
+                "unknown profiling subsystem {} (queue, imsg)",
+                arg()
+            ));
+        }
         other => return Err(format!("{}: not available yet", other.join(" "))),
     })
 }

@@ -596,3 +596,56 @@ fn discover_takes_in_what_was_moved_in() {
     ctl(&d, &["resume", "mda"], None);
     assert_eq!(d.wait_for_delivered(2, WAIT).len(), 2, "{}", d.log());
 }
+
+/// `trace SUBSYSTEM` writes that subsystem's debug lines while the rest
+/// stays brief; `untrace` stops it.
+#[test]
+fn trace_and_untrace() {
+    let d = daemon("smtpctl-trace", &[]);
+    let user = rsmtpd_test_support::daemon::current_user();
+    ctl(&d, &["log", "brief"], None);
+    assert_eq!(ctl(&d, &["trace", "rules"], None).1, "tracing rules\n");
+    d.wait_for_log("traces 0x400", WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rcpt_code(&d, &format!("{user}+t1@example.org")), "250");
+    d.wait_for_log(&format!("route rcpt={user}+t1@example.org"), WAIT);
+    assert_eq!(
+        ctl(&d, &["untrace", "rules"], None).1,
+        "not tracing rules\n"
+    );
+    d.wait_for_log("traces 0x0", WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rcpt_code(&d, &format!("{user}+t2@example.org")), "250");
+    let (code, _, err) = ctl(&d, &["trace", "bogus"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown subsystem bogus"), "{err}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !d.log().contains(&format!("route rcpt={user}+t2@")),
+        "{}",
+        d.log()
+    );
+}
+
+/// `profile queue` logs how long each commit took.
+#[test]
+fn profile_queue_times_commits() {
+    let d = daemon("smtpctl-profile", &[]);
+    let user = rsmtpd_test_support::daemon::current_user();
+    ctl(&d, &["log", "brief"], None);
+    assert_eq!(
+        ctl(&d, &["profile", "queue"], None).1,
+        "tracing profile-queue\n"
+    );
+    d.wait_for_log("traces 0x2000", WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    submit(
+        &d,
+        &[&format!("{user}@example.org")],
+        "Subject: p\n\nprofiled\n",
+    );
+    d.wait_for_log("profile: queue commit of message", WAIT);
+    let (code, _, err) = ctl(&d, &["profile", "disk"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown profiling subsystem disk"), "{err}");
+}

@@ -19,7 +19,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::links::{
-    ChildToParent, ControlToQueue, ControlToSmtp, FdKind, FromLookup, ParentToChild,
+    ChildToParent, ControlToQueue, ControlToSmtp, FdKind, FromLookup, LogChange, ParentToChild,
     QueueToControl, Role, SmtpToControl, Start, ToLookup,
 };
 use crate::privsep::Mode;
@@ -109,8 +109,8 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
                         Ok(Some((ParentToChild::Shutdown, _))) | Ok(None) | Err(_) => {
                             return Ok::<(), RoleError>(());
                         }
-                        Ok(Some((ParentToChild::LogVerbose(v), _))) => {
-                            crate::logging::set_verbose(v);
+                        Ok(Some((ParentToChild::Logging(v), _))) => {
+                            crate::logging::apply(v);
                         }
                         Ok(Some(_)) => {}
                     }
@@ -237,9 +237,26 @@ impl Control {
             Command::LogVerbose(on) => {
                 let _ = self
                     .parent
-                    .send((ChildToParent::LogVerbose(u8::from(on)), Vec::new()));
+                    .send((ChildToParent::Logging(LogChange::Verbose(on)), Vec::new()));
                 let what = if on { "verbose" } else { "brief" };
                 (Reply::Done(format!("logging {what}")), Vec::new())
+            }
+            Command::Trace { subsystem, on } => {
+                let Some(bit) = crate::logging::trace_bit(&subsystem) else {
+                    return (
+                        Reply::Refused(format!(
+                            "unknown subsystem {}",
+                            crate::logging::visible(&subsystem)
+                        )),
+                        Vec::new(),
+                    );
+                };
+                let _ = self.parent.send((
+                    ChildToParent::Logging(LogChange::Trace { bit, on }),
+                    Vec::new(),
+                ));
+                let what = if on { "tracing" } else { "not tracing" };
+                (Reply::Done(format!("{what} {subsystem}")), Vec::new())
             }
             Command::UpdateTable(name) => {
                 let call = self.lookup.call(|id| ToLookup::UpdateTable { id, name });

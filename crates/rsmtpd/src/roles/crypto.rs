@@ -37,7 +37,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
     loop {
         match parent.recv() {
             Ok(Some((ParentToChild::Shutdown, _))) | Ok(None) | Err(_) => return Ok(()),
-            Ok(Some((ParentToChild::LogVerbose(v), _))) => crate::logging::set_verbose(v),
+            Ok(Some((ParentToChild::Logging(v), _))) => crate::logging::apply(v),
             Ok(Some(_)) => {}
         }
     }

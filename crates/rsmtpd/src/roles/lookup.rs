@@ -92,8 +92,8 @@ impl ParentRequests {
             loop {
                 let answer = match rx.recv().await {
                     Ok(Some((ParentToChild::Shutdown, _))) | Ok(None) | Err(_) => break,
-                    Ok(Some((ParentToChild::LogVerbose(v), _))) => {
-                        crate::logging::set_verbose(v);
+                    Ok(Some((ParentToChild::Logging(v), _))) => {
+                        crate::logging::apply(v);
                         continue;
                     }
                     Ok(Some((ParentToChild::Reload(config), _))) => {

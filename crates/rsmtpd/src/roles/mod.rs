@@ -183,7 +183,7 @@ pub async fn wait_for_shutdown(mut parent: AsyncParentLink) -> Result<(), RoleEr
     loop {
         match parent.recv().await? {
             None | Some((ParentToChild::Shutdown, _)) => return Ok(()),
-            Some((ParentToChild::LogVerbose(v), _)) => crate::logging::set_verbose(v),
+            Some((ParentToChild::Logging(v), _)) => crate::logging::apply(v),
             Some(_) => {}
         }
     }
@@ -200,7 +200,7 @@ pub async fn serve_parent(
         match parent.recv().await? {
             None | Some((ParentToChild::Shutdown, _)) => return Ok(()),
             Some((ParentToChild::Reload(config), _)) => reload(*config),
-            Some((ParentToChild::LogVerbose(v), _)) => crate::logging::set_verbose(v),
+            Some((ParentToChild::Logging(v), _)) => crate::logging::apply(v),
             Some(_) => {}
         }
     }

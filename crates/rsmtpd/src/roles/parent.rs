@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::clock::now;
 use crate::links::{
     AuthVerdict, ChildToParent, FdKind, ForwardOwner, ForwardResult, LocalDelivery, LocalRecipient,
-    Outcome, ParentToChild, Role, Secret, Start,
+    LogChange, Outcome, ParentToChild, Role, Secret, Start,
 };
 use crate::logging::visible;
 use crate::privsep::{self, Mode};
@@ -363,6 +363,10 @@ async fn supervise(
     flags: &Flags,
 ) -> ExitCode {
     let debug = flags.debug;
+    let mut logging = crate::logging::Settings {
+        verbose: flags.verbose,
+        traces: 0,
+    };
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut senders = Vec::new();
     // Once stopping, links closing is expected, not news.
@@ -479,13 +483,22 @@ async fn supervise(
                     break ExitCode::from(1);
                 }
                 Some(Event::Child(_, ChildToParent::Ready, _)) => {}
-                Some(Event::Child(role, ChildToParent::LogVerbose(v), _)) => {
+                Some(Event::Child(role, ChildToParent::Logging(change), _)) => {
                     if role == Role::Control {
-                        crate::logging::set_verbose(v);
-                        for (_, s) in &senders {
-                            let _ = s.send((ParentToChild::LogVerbose(v), Vec::new()));
+                        match change {
+                            LogChange::Verbose(on) => logging.verbose = u8::from(on),
+                            LogChange::Trace { bit, on: true } => logging.traces |= bit,
+                            LogChange::Trace { bit, on: false } => logging.traces &= !bit,
                         }
-                        log_info!("smtpd: logging {}", if v > 0 { "verbose" } else { "brief" });
+                        crate::logging::apply(logging);
+                        for (_, s) in &senders {
+                            let _ = s.send((ParentToChild::Logging(logging), Vec::new()));
+                        }
+                        log_info!(
+                            "smtpd: logging {}, traces {:#x}",
+                            if logging.verbose > 0 { "verbose" } else { "brief" },
+                            logging.traces
+                        );
                     }
                 }
                 Some(Event::Child(role, ChildToParent::Reload, _)) => {

@@ -29,7 +29,7 @@ use crate::links::{
 };
 use crate::logging::visible;
 use crate::roles::{ParentLink, Received, RoleError, writer};
-use crate::{log_info, log_warn};
+use crate::{log_debug, log_info, log_warn};
 use rsmtpd_control::{Command, QueueLine, Reply, Selector, Target};
 
 pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<(), RoleError> {
@@ -231,7 +231,7 @@ impl Queue {
                 Event::Parent(ParentToChild::Delivered { outcomes }) => {
                     self.outcomes(outcomes, None)
                 }
-                Event::Parent(ParentToChild::LogVerbose(v)) => crate::logging::set_verbose(v),
+                Event::Parent(ParentToChild::Logging(v)) => crate::logging::apply(v),
                 Event::Parent(ParentToChild::Reload(config)) => {
                     // The next deliveries and bounces follow the new actions.
                     self.config = *config;
@@ -363,10 +363,17 @@ impl Queue {
         let spool = self.spool.clone();
         let events = self.events.clone();
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let count = envelopes.len();
             let result = spool
                 .commit(msgid, envelopes.clone())
                 .map(|()| envelopes)
                 .map_err(|e| e.to_string());
+            // Written when verbose, or with `smtpctl profile queue`.
+            log_debug!(
+                "profile: queue commit of message {msgid} ({count} envelope(s)): {} us",
+                started.elapsed().as_micros()
+            );
             let _ = events.send(Event::Committed { id, msgid, result });
         });
     }
@@ -940,6 +947,7 @@ impl Queue {
             | Command::UpdateTable(_)
             | Command::Reload
             | Command::LogVerbose(_)
+            | Command::Trace { .. }
             | Command::Pause(Target::Smtp)
             | Command::Resume(Target::Smtp) => Reply::Refused("not a queue command".into()),
         };
