@@ -69,6 +69,14 @@ pub enum Command {
     },
     /// Take in envelopes put into the spool by hand.
     Discover(Selector),
+    /// The mta's state: hosts connected to, last results by domain,
+    /// transactions by domain, routes (addresses) and their penalties.
+    ShowHosts,
+    ShowHoststats,
+    ShowRelays,
+    ShowRoutes,
+    /// Lift a route's penalty (the route is `address:port`).
+    ResumeRoute(String),
 }
 
 impl Command {

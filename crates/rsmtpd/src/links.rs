@@ -587,6 +587,20 @@ pub struct ControlToQueue {
     pub command: rsmtpd_control::Command,
 }
 
+/// smtpctl's questions about the mta's state (`show hosts`, `show
+/// hoststats`, `show relays`, `show routes`, `resume route`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlToMta {
+    pub id: u64,
+    pub command: rsmtpd_control::Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MtaToControl {
+    pub id: u64,
+    pub reply: rsmtpd_control::Reply,
+}
+
 /// The answer; `show message` carries the message file's descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueToControl {

@@ -200,6 +200,11 @@ fn command(pattern: &[&str], args: &[String]) -> Result<Command, String> {
         ["update", "table", _] => Command::UpdateTable(arg().to_owned()),
         ["reload"] => Command::Reload,
         ["discover", _] => Command::Discover(selector()?),
+        ["show", "hosts"] => Command::ShowHosts,
+        ["show", "hoststats"] => Command::ShowHoststats,
+        ["show", "relays"] => Command::ShowRelays,
+        ["show", "routes"] => Command::ShowRoutes,
+        ["resume", "route", _] => Command::ResumeRoute(arg().to_owned()),
         ["log", "verbose"] => Command::LogVerbose(true),
         ["log", "brief"] => Command::LogVerbose(false),
         ["trace", _] => Command::Trace {

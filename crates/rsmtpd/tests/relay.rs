@@ -686,3 +686,77 @@ fn smtputf8_mail_to_a_server_without_smtputf8_bounces() {
     );
     assert!(!wire.contains("MAIL FROM"), "{wire:?}");
 }
+
+/// smtpctl's view of the mta: an unreachable smarthost shows as a disabled
+/// route until `resume route`; a delivered domain shows in hoststats.
+#[test]
+fn smtpctl_shows_routes_and_hoststats() {
+    let sink = Sink::start(Behaviour::accept());
+    // A port nobody listens on: the connection is refused.
+    let dead = SocketAddr::from(([127, 0, 0, 1], rsmtpd_test_support::daemon::free_port()));
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         action \"out\" relay host \"smtp://{sink}\"\n\
+         action \"dead\" relay host \"smtp://{dead}\"\n\
+         match from any for domain \"remote.example\" action \"out\"\n\
+         match from any for domain \"dead.example\" action \"dead\"\n",
+        sink = sink.addr()
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "relay-smtpctl",
+            body: &body,
+            args: &[],
+            env: &[],
+        },
+    );
+    let link = d.dir.join("smtpctl");
+    std::os::unix::fs::symlink(smtpd(), &link).unwrap();
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(&link)
+            .args(args)
+            .env("RSMTPD_CONFIG", &d.config)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    send(
+        &d,
+        "a@example.org",
+        &["b@remote.example"],
+        "Subject: x\r\n\r\nok",
+    );
+    send(
+        &d,
+        "a@example.org",
+        &["b@dead.example"],
+        "Subject: y\r\n\r\nnot",
+    );
+    sink.wait_for_messages(1, Duration::from_secs(20));
+    d.wait_for_log("relay: TempFail for ", Duration::from_secs(20));
+    let (code, out, err) = ctl(&["show", "routes"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("{dead} D penalty=")), "{out}");
+    let (_, stats, _) = ctl(&["show", "hoststats"]);
+    assert!(
+        stats.contains("remote.example|") && stats.contains("|ok\n"),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("dead.example|") && stats.contains("|tempfail: "),
+        "{stats}"
+    );
+    assert_eq!(ctl(&["show", "hosts"]).0, 0);
+    assert_eq!(ctl(&["show", "relays"]).0, 0);
+    let (code, out, _) = ctl(&["resume", "route", &dead.to_string()]);
+    assert_eq!((code, out), (0, format!("route {dead} resumed\n")));
+    assert_eq!(ctl(&["show", "routes"]).1, "");
+    let (code, _, err) = ctl(&["resume", "route", &dead.to_string()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not disabled"), "{err}");
+}

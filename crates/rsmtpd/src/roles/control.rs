@@ -19,8 +19,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::links::{
-    ChildToParent, ControlToQueue, ControlToSmtp, FdKind, FromLookup, LogChange, ParentToChild,
-    QueueToControl, Role, SmtpToControl, Start, ToLookup,
+    ChildToParent, ControlToMta, ControlToQueue, ControlToSmtp, FdKind, FromLookup, LogChange,
+    MtaToControl, ParentToChild, QueueToControl, Role, SmtpToControl, Start, ToLookup,
 };
 use crate::privsep::Mode;
 use crate::roles::rpc::Client;
@@ -51,6 +51,7 @@ struct Control {
     smtp: Arc<Client<ControlToSmtp, SmtpToControl>>,
     queue: Arc<Client<ControlToQueue, QueueToControl>>,
     lookup: Arc<Client<ToLookup, FromLookup>>,
+    mta: Arc<Client<ControlToMta, MtaToControl>>,
     parent: tokio::sync::mpsc::UnboundedSender<(ChildToParent, Vec<OwnedFd>)>,
     /// Who waits for the parent's answer to a reload (one at a time).
     reloading: tokio::sync::Mutex<()>,
@@ -64,6 +65,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
     let smtp = fds.link(Role::Smtp)?;
     let queue = fds.link(Role::Queue)?;
     let lookup = fds.link(Role::Lookup)?;
+    let mta = fds.link(Role::Mta)?;
     crate::privsep::apply(start.mode, &super::privileges(Role::Control, &start))?;
     super::ready(&mut parent)?;
     let rt = super::runtime()?;
@@ -87,6 +89,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             smtp: Client::start(Channel::from_fd(smtp)?),
             queue: Client::start(Channel::from_fd(queue)?),
             lookup: Client::start(Channel::from_fd(lookup)?),
+            mta: Client::start(Channel::from_fd(mta)?),
             parent: super::writer(parent_tx),
             reloading: tokio::sync::Mutex::new(()),
             reloaded: Mutex::new(None),
@@ -222,6 +225,17 @@ impl Control {
                 )
             }
             Command::ShowStats => (Reply::Text(self.stats().await), Vec::new()),
+            Command::ShowHosts
+            | Command::ShowHoststats
+            | Command::ShowRelays
+            | Command::ShowRoutes
+            | Command::ResumeRoute(_) => {
+                let call = self.mta.call(|id| ControlToMta { id, command });
+                match tokio::time::timeout(ANSWER_TIMEOUT, call).await {
+                    Ok(Some((answer, _))) => (answer.reply, Vec::new()),
+                    _ => (Reply::Refused("the mta did not answer".into()), Vec::new()),
+                }
+            }
             Command::Reload => {
                 let _one_at_a_time = self.reloading.lock().await;
                 let (tx, rx) = tokio::sync::oneshot::channel();

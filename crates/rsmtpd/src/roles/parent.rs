@@ -37,8 +37,9 @@ use crate::{log_error, log_info, log_warn};
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The pairs of child roles that talk directly.
-const LINKS: [(Role, Role); 10] = [
+const LINKS: [(Role, Role); 11] = [
     (Role::Smtp, Role::Queue),
+    (Role::Control, Role::Mta),
     (Role::Control, Role::Smtp),
     (Role::Control, Role::Queue),
     (Role::Control, Role::Lookup),

@@ -948,6 +948,11 @@ impl Queue {
             | Command::Reload
             | Command::LogVerbose(_)
             | Command::Trace { .. }
+            | Command::ShowHosts
+            | Command::ShowHoststats
+            | Command::ShowRelays
+            | Command::ShowRoutes
+            | Command::ResumeRoute(_)
             | Command::Pause(Target::Smtp)
             | Command::Resume(Target::Smtp) => Reply::Refused("not a queue command".into()),
         };

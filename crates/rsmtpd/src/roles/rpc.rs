@@ -115,6 +115,12 @@ impl Correlated for QueueToControl {
     }
 }
 
+impl Correlated for crate::links::MtaToControl {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
 impl Correlated for SmtpToControl {
     fn id(&self) -> u64 {
         match self {

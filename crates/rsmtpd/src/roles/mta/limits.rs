@@ -83,6 +83,40 @@ impl Limits {
             .unwrap_or(&self.options.limits)
     }
 
+    /// Addresses with connections open or waiting for a permit, and how
+    /// many (`smtpctl show hosts`).
+    pub fn hosts(&self) -> Vec<(IpAddr, usize)> {
+        users(&self.hosts)
+    }
+
+    /// Domains with transactions under way or waiting (`show relays`).
+    pub fn relays(&self) -> Vec<(String, usize)> {
+        users(&self.domains)
+    }
+
+    /// Addresses skipped now, with the seconds left and why (`show routes`).
+    pub fn penalties(&self) -> Vec<(SocketAddr, u64, String)> {
+        let map = self.penalties.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut out: Vec<_> = map
+            .iter()
+            .filter(|(_, (until, _))| *until > now)
+            .map(|(at, (until, why))| (*at, (*until - now).as_secs(), why.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// `smtpctl resume route`: try `at` again at once. False if it was
+    /// not penalised.
+    pub fn forgive(&self, at: SocketAddr) -> bool {
+        self.penalties
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&at)
+            .is_some()
+    }
+
     /// A transaction for `domain` may start. `None` only when closing.
     pub async fn domain(&self, domain: &str) -> Option<Permit> {
         let size = self.of(domain).max_conn_per_domain;
@@ -98,6 +132,18 @@ impl Limits {
         let size = l.max_conn_per_host.min(l.max_conn_per_route);
         slot(&self.hosts, ip, size).acquire_owned().await.ok()
     }
+}
+
+/// Keys in use: permits and waiters hold clones of the semaphore.
+fn users<K: Clone + Ord>(map: &Mutex<HashMap<K, Arc<Semaphore>>>) -> Vec<(K, usize)> {
+    let map = map.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out: Vec<(K, usize)> = map
+        .iter()
+        .map(|(k, s)| (k.clone(), Arc::strong_count(s) - 1))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    out.sort();
+    out
 }
 
 /// The semaphore for `key`, made with `size` permits (at least one) the

@@ -17,6 +17,7 @@
 mod limits;
 mod pool;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -39,7 +40,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::conn::Conn;
-use crate::links::{MtaToQueue, Notify, Outcome, QueueToMta, RelayRequest, Role, Start};
+use crate::links::{
+    ControlToMta, MtaToControl, MtaToQueue, Notify, Outcome, QueueToMta, RelayRequest, Role, Start,
+};
 use crate::logging::visible;
 use crate::roles::{ParentLink, Received, RoleError, writer};
 use crate::{log_info, log_warn};
@@ -54,6 +57,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<(), RoleError> {
     let queue = fds.link(Role::Queue)?;
+    let control = fds.link(Role::Control)?;
     // Everything read from the filesystem is read before the chroot.
     let tables = rsmtpd_config::ruleset::open_tables(&start.config)
         .map_err(|e| RoleError::Setup(e.to_string()))?;
@@ -92,6 +96,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             ),
             session_mail_max: start.config.mta.limits.session_mail_max,
             tls,
+            hoststats: std::sync::Mutex::new(HashMap::new()),
             config: std::sync::Mutex::new(Arc::new(start.config)),
             tables,
             resolver,
@@ -99,6 +104,8 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             mx_port: start.tuning.mx_port,
             slots: Semaphore::new(MAX_SESSIONS),
         });
+        let control: Channel<MtaToControl, ControlToMta> = Channel::from_fd(control)?;
+        tokio::spawn(answer_control(mta.clone(), control));
         // Idle connections past the keepalive are ended once a second.
         let reaper = mta.clone();
         tokio::spawn(async move {
@@ -169,6 +176,69 @@ struct Mta {
     session_mail_max: u64,
     /// TLS client configurations by relay action name.
     tls: std::collections::HashMap<String, crate::tls::ClientTls>,
+    /// The last result by recipient domain: when, and what (`smtpctl show
+    /// hoststats`).
+    hoststats: std::sync::Mutex<HashMap<String, (u64, String)>>,
+}
+
+/// How long `show hoststats` remembers a domain.
+const HOSTSTATS_SPAN: u64 = 4 * 3600;
+/// Domains remembered at most.
+const MAX_HOSTSTATS: usize = 10_000;
+
+/// smtpctl's questions about connections and routes.
+async fn answer_control(mta: Arc<Mta>, control: Channel<MtaToControl, ControlToMta>) {
+    use rsmtpd_control::{Command, Reply};
+    let (mut tx, mut rx) = control.split();
+    while let Ok(Some((ControlToMta { id, command }, _))) = rx.recv().await {
+        let reply = match command {
+            Command::ShowHosts => Reply::Text(
+                mta.limits
+                    .hosts()
+                    .iter()
+                    .map(|(ip, n)| format!("{ip} connections={n}\n"))
+                    .collect(),
+            ),
+            Command::ShowRelays => Reply::Text(
+                mta.limits
+                    .relays()
+                    .iter()
+                    .map(|(d, n)| format!("{d} transactions={n}\n"))
+                    .collect(),
+            ),
+            Command::ShowRoutes => Reply::Text(
+                mta.limits
+                    .penalties()
+                    .iter()
+                    .map(|(at, left, why)| format!("{at} D penalty={left}s {why}\n"))
+                    .collect(),
+            ),
+            Command::ShowHoststats => {
+                let now = crate::clock::now();
+                let map = mta.hoststats.lock().unwrap_or_else(|p| p.into_inner());
+                let mut lines: Vec<String> = map
+                    .iter()
+                    .filter(|(_, (at, _))| now.saturating_sub(*at) <= HOSTSTATS_SPAN)
+                    .map(|(d, (at, stat))| format!("{d}|{at}|{stat}\n"))
+                    .collect();
+                lines.sort();
+                Reply::Text(lines.concat())
+            }
+            Command::ResumeRoute(route) => match route.parse::<SocketAddr>() {
+                Ok(at) if mta.limits.forgive(at) => Reply::Done(format!("route {at} resumed")),
+                Ok(at) => Reply::Refused(format!("route {at} is not disabled")),
+                Err(_) => Reply::Refused("a route is address:port, as show routes prints".into()),
+            },
+            _ => Reply::Refused("not an mta command".into()),
+        };
+        if tx
+            .send(&MtaToControl { id, reply }, Vec::new())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// How one connection speaks TLS, decided per attempt.
@@ -246,6 +316,22 @@ impl Mta {
             Ok((outcomes, host)) => (outcomes, Some(host)),
             Err(outcome) => (vec![outcome; req.recipients.len()], None),
         };
+        if let Some(o) = outcomes.first() {
+            let stat = match o {
+                Outcome::Ok | Outcome::Relayed | Outcome::PassedOn => "ok".to_string(),
+                Outcome::Temporary { text, .. } => format!("tempfail: {text}"),
+                Outcome::Permanent { text, .. } => format!("permfail: {text}"),
+            };
+            let domain = req.domain.to_ascii_lowercase();
+            let now = crate::clock::now();
+            let mut map = self.hoststats.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() >= MAX_HOSTSTATS && !map.contains_key(&domain) {
+                map.retain(|_, (at, _)| now.saturating_sub(*at) <= HOSTSTATS_SPAN);
+            }
+            if map.len() < MAX_HOSTSTATS || map.contains_key(&domain) {
+                map.insert(domain, (now, stat));
+            }
+        }
         for (r, o) in req.recipients.iter().zip(&outcomes) {
             let (result, stat) = match o {
                 Outcome::Ok | Outcome::Relayed | Outcome::PassedOn => {
