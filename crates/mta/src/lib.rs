@@ -18,6 +18,7 @@
 
 pub mod resolve;
 pub mod route;
+pub mod spf;
 
 pub use resolve::{Hop, KnobError, Knobs, MxAnswer, Resolver, ResolverError};
 pub use route::{

@@ -286,6 +286,29 @@ impl Resolver {
     /// The addresses of `host`, ordered by [`order_addresses`]. An IP
     /// literal is its own address. A and AAAA are asked at once; one family
     /// failing temporarily is ignored when the other has addresses.
+    /// The TXT records of `name`, each one string (its character-strings
+    /// joined, as SPF reads them). Empty when there are none.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, RouteError> {
+        let name = crate::route::normalize_name(name);
+        match self.lookup(&name, RecordType::TXT).await {
+            Outcome::Found(data) => Ok(data
+                .into_iter()
+                .filter_map(|d| match d {
+                    RData::TXT(txt) => Some(
+                        txt.txt_data
+                            .iter()
+                            .map(|part| String::from_utf8_lossy(part).into_owned())
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .take(MAX_ADDR_RECORDS)
+                .collect()),
+            Outcome::NoData | Outcome::NoSuchName => Ok(Vec::new()),
+            Outcome::Temporary(reason) => Err(RouteError::DnsTemporary { name, reason }),
+        }
+    }
+
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, RouteError> {
         let literal = host
             .strip_prefix('[')

@@ -154,6 +154,15 @@ pub fn main(args: &[OsString]) -> ExitCode {
     if pattern.first() == Some(&"encrypt") {
         return encrypt(&args);
     }
+    if pattern == ["spf", "walk"] {
+        return match spf_walk() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("smtpctl: {}", crate::logging::visible(&e));
+                ExitCode::from(1)
+            }
+        };
+    }
     if pattern == ["monitor"] {
         return match monitor(&o) {
             Ok(()) => ExitCode::SUCCESS,
@@ -258,6 +267,40 @@ fn run(o: &Options, command: Command) -> Result<(), String> {
         }
     };
     written.map_err(|e| format!("writing: {e}"))
+}
+
+/// `spf walk`: for each domain on standard input (one per line), the
+/// addresses and networks its SPF record allows, one per line, for a
+/// table. What could not be walked is said on standard error. The resolver
+/// is the system's (or `RSMTPD_RESOLVER`'s, as for the daemon).
+fn spf_walk() -> Result<(), String> {
+    const MAX_DOMAINS: usize = 10_000;
+    let knobs = rsmtpd_mta::Knobs::from_env().map_err(|e| e.to_string())?;
+    let resolver = rsmtpd_mta::Resolver::from_knobs(&knobs).map_err(|e| e.to_string())?;
+    let mut domains = Vec::new();
+    for line in std::io::stdin().lock().lines().take(MAX_DOMAINS) {
+        let line = line.map_err(|e| format!("reading: {e}"))?;
+        let d = line.trim();
+        if !d.is_empty() && !d.starts_with('#') {
+            domains.push(d.to_owned());
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    for domain in domains {
+        let mut notes = Vec::new();
+        let found = rt.block_on(rsmtpd_mta::spf::walk(&resolver, &domain, &mut notes));
+        for n in notes {
+            eprintln!("smtpctl: spf walk: {}", crate::logging::visible(&n));
+        }
+        for f in found {
+            writeln!(out, "{}", crate::logging::visible(&f)).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 /// `monitor`: once a second, the counters of `show stats` as OpenSMTPD

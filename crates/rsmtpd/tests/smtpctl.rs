@@ -649,3 +649,48 @@ fn profile_queue_times_commits() {
     assert_eq!(code, 1);
     assert!(err.contains("unknown profiling subsystem disk"), "{err}");
 }
+
+/// `spf walk`: includes, redirects, a and mx followed; ip4/ip6 as written;
+/// a loop and a missing record do not stop the rest.
+#[test]
+fn spf_walk_lists_what_a_domain_allows() {
+    use rsmtpd_test_support::dns::{DnsServer, Zone};
+    let dns = DnsServer::start(
+        Zone::new()
+            .txt(
+                "example.com",
+                "v=spf1 ip4:192.0.2.0/24 include:_spf.example.com mx -all",
+            )
+            .txt(
+                "_spf.example.com",
+                "v=spf1 ip6:2001:db8::/32 a:out.example.com redirect=loop.example.com",
+            )
+            .txt("loop.example.com", "v=spf1 include:example.com ~all")
+            .a("out.example.com", [198, 51, 100, 7])
+            .mx("example.com", 10, "mx.example.com")
+            .a("mx.example.com", [203, 0, 113, 9])
+            .txt("nospf.example", "some other text"),
+    );
+    let dir = temp_dir("smtpctl-spf");
+    let mut child = Command::new(smtpctl(&dir))
+        .args(["spf", "walk"])
+        .env("RSMTPD_RESOLVER", dns.addr().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"example.com\nnospf.example\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "192.0.2.0/24\n198.51.100.7\n2001:db8::/32\n203.0.113.9\n"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nospf.example: no SPF record"));
+}
