@@ -100,7 +100,7 @@ fn unknown_ambiguous_and_unimplemented_commands_say_so() {
             &["sh", "stat"],
             "ambiguous command, could be: show stats, show status",
         ),
-        (&["spf", "walk"], "spf walk: not available yet"),
+        (&["show", "envelope", "xyz"], "invalid envelope id: xyz"),
     ] {
         let out = Command::new(smtpctl(&dir)).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");
