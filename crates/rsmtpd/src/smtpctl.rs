@@ -253,6 +253,12 @@ fn run(o: &Options, command: Command) -> Result<(), String> {
     let written = match reply {
         Reply::Refused(why) => return Err(why),
         Reply::Queue(lines) => print_queue(&mut out, &lines, o.json),
+        Reply::Text(text) if o.json => {
+            let value = text_as_json(&command, &text);
+            serde_json::to_string_pretty(&value)
+                .map_err(std::io::Error::other)
+                .and_then(|t| writeln!(out, "{t}"))
+        }
         Reply::Text(text) => {
             // Envelope values came from the network: no control characters
             // reach the terminal.
@@ -378,6 +384,40 @@ fn monitor(o: &Options) -> Result<(), String> {
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
     Ok(())
+}
+
+/// `--json` for the text answers: `name=value` lines (stats) and `key:
+/// value` lines (an envelope) become an object, `show status` an object of
+/// states, the other lists an array of lines.
+fn text_as_json(command: &Command, text: &str) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    let pairs = |sep: &str| {
+        let mut map = Map::new();
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once(sep) {
+                let v = v.trim();
+                let value = v
+                    .parse::<u64>()
+                    .map_or_else(|_| Value::from(v), Value::from);
+                map.insert(k.trim().to_owned(), value);
+            }
+        }
+        Value::Object(map)
+    };
+    match command {
+        Command::ShowStats => pairs("="),
+        Command::ShowEnvelope(_) => pairs(": "),
+        Command::ShowStatus => {
+            let mut map = Map::new();
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once(' ') {
+                    map.insert(k.to_ascii_lowercase(), Value::from(v));
+                }
+            }
+            Value::Object(map)
+        }
+        _ => Value::Array(text.lines().map(Value::from).collect()),
+    }
 }
 
 /// Why the daemon could not be asked.

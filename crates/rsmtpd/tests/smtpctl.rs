@@ -194,6 +194,10 @@ fn queue_commands_on_a_running_daemon() {
     let mut d = daemon("smtpctl-queue", &["-P", "mda"]);
     let (_, status, _) = ctl(&d, &["show", "status"], None);
     assert_eq!(status, "MDA paused\nMTA running\nSMTP running\n");
+    let (_, json, _) = ctl(&d, &["--json", "show", "status"], None);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["mda"], "paused");
+    assert_eq!(json["smtp"], "running");
     submit(
         &d,
         &["a@example.org", "b@example.org"],
@@ -224,6 +228,13 @@ fn queue_commands_on_a_running_daemon() {
     let (code, env, _) = ctl(&d, &["show", "envelope", &a], None);
     assert_eq!(code, 0);
     assert!(env.contains(&format!("id: {a}")), "{env}");
+    let (_, json, _) = ctl(&d, &["--json", "show", "envelope", &a], None);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["id"], a.as_str());
+    assert_eq!(json["rcpt"], "a@example.org");
+    let (_, json, _) = ctl(&d, &["--json", "show", "stats"], None);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["queue.envelope"], 2, "{json}");
     let (_, msg, _) = ctl(&d, &["sh", "mess", &a], None);
     assert!(
         msg.contains("Subject: one") && msg.contains("first"),
