@@ -2,7 +2,7 @@
 //! The client session fed arbitrary server bytes while it sends one
 //! message to three recipients (SMTP or LMTP, chosen by the input). It must
 //! never panic, never stop making progress, keep its output bounded, and
-//! report each recipient at most once.
+//! report each recipient at most once. Half the inputs authenticate first.
 use libfuzzer_sys::fuzz_target;
 use rsmtpd_smtp_proto::address::{Charset, Domain, ForwardPath, ReversePath};
 use rsmtpd_smtp_proto::client::{ClientConfig, ClientSession, Envelope, Event, Mode};
@@ -30,12 +30,19 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = input;
     let mut reported = [false; 3];
     let mut sent = false;
+    // Half the inputs authenticate first (as to a smarthost): the AUTH
+    // exchange meets arbitrary replies too.
+    let mut authenticate = seed & 0x40 != 0;
     for _round in 0..100_000 {
         let n = s.feed(&rest[..rest.len().min(chunk)]);
         rest = &rest[n..];
         for _step in 0..10_000 {
             match s.poll() {
                 None => break,
+                Some(Event::Ready) if authenticate && !s.is_authenticated() => {
+                    authenticate = false;
+                    let _ = s.authenticate("joe", b"secret");
+                }
                 Some(Event::Ready) if !sent => {
                     sent = true;
                     let _ = s.send_mail(&envelope);
