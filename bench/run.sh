@@ -30,6 +30,8 @@ n_limit="$(scaled 100 10000)"
 n_relay="$(scaled 100 10000)"
 n_maildir="$(scaled 50 5000)"
 n_fsync="$(scaled 100 2000)"
+n_many="$(scaled 200 6000)"
+n_idle="$(scaled 100 10000)"
 
 for tool in smtp-source smtp-sink; do
     [[ -x "$sbin/$tool" ]] || { echo "run: $sbin/$tool missing; run bench/fetch.sh first" >&2; exit 1; }
@@ -122,11 +124,12 @@ forget() {
     pids=("${keep[@]}")
 }
 
-# source PORT COUNT: smtp-source, bounded.
+# source PORT COUNT [SESSIONS [SIZE]]: smtp-source, bounded.
 run_source() {
     # shellcheck disable=SC2086
-    timeout "$case_timeout" "$sbin/smtp-source" $source_opts -s "$sessions" -m "$2" -l "$size" \
-        -M bench.example.org -f bench@example.org -t sink@example.net "127.0.0.1:$1"
+    timeout "$case_timeout" "$sbin/smtp-source" $source_opts -s "${3:-$sessions}" -m "$2" \
+        -l "${4:-$size}" -M bench.example.org -f bench@example.org -t sink@example.net \
+        "127.0.0.1:$1"
 }
 
 # --- the cases ------------------------------------------------------------
@@ -253,6 +256,63 @@ match from any for any action \"out\""
     result="$(rate "$n_relay" "$t0" "$t1") $(rate "$n_relay" "$t0" "$t2") $(python3 -c "print('%.1f' % ($peak / 1024))")"
 }
 
+# Sets result to the end-to-end rate of 6,000 small messages over 200
+# concurrent sessions, relayed to a sink.
+case_many() {
+    local sinkport out t0 t2
+    sinkport="$(free_port)"
+    out="$work/sink-many-$1.out"
+    start_sink "$sinkport" "$out"
+    start_daemon "many-$1" "queue path \"{spool}\"
+smtp limit max-sessions 1000 max-sessions-per-address 1000
+listen on 127.0.0.1 port {port}
+action \"out\" relay host \"smtp://127.0.0.1:$sinkport\"
+match from any for any action \"out\""
+    t0="$(now)"
+    run_source "$daemon_port" "$n_many" 200 512
+    wait_for "$case_timeout" "the sink to receive $n_many messages" sink_has "$out" "$n_many"
+    t2="$(now)"
+    stop_pid "$daemon_pid"
+    stop_pid "$sink_pid"
+    result="$(rate "$n_many" "$t0" "$t2")"
+}
+
+# Sets result to the summed PSS (MiB) of the daemon holding $n_idle idle
+# connections (each greeted, none saying anything).
+case_idle() {
+    local stop
+    start_daemon "idle-$1" "queue path \"{spool}\"
+smtp limit max-sessions 20000 max-sessions-per-address 20000
+listen on 127.0.0.1 port {port}
+action \"local\" maildir \"{maildir}\" user \"$daemon_user\"
+match from any for any action \"local\""
+    stop="$work/idle-$1.stop"
+    start_pss_sampler "$daemon_pid" "$work/idle-$1.pss" "$stop"
+    python3 - "$daemon_port" "$n_idle" <<'PY'
+import resource, socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 1000), hard))
+conns = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conns.append(s)
+# Every session greeted: all of them are open in the daemon.
+for s in conns:
+    s.settimeout(30)
+    if not s.recv(512).startswith(b"220"):
+        sys.exit("no greeting")
+time.sleep(2)
+for s in conns:
+    s.close()
+PY
+    touch "$stop"
+    wait "$sampler_pid" || true
+    forget "$sampler_pid"
+    stop_pid "$daemon_pid"
+    result="$(python3 -c "print('%.1f' % ($(cat "$work/idle-$1.pss" 2>/dev/null || echo 0) / 1024))")"
+}
+
 maildir_full() { [[ "$(find "$1" -maxdepth 1 -type f | wc -l)" -ge "$2" ]]; }
 
 # Sets result to "ACCEPT_RATE END_TO_END_RATE".
@@ -274,7 +334,9 @@ match from any for any action \"local\""
 
 # --- run ------------------------------------------------------------------
 
-declare -a limit=() fsync=() r_acc=() r_e2e=() r_pss=() m_acc=() m_e2e=()
+declare -a limit=() fsync=() r_acc=() r_e2e=() r_pss=() m_acc=() m_e2e=() many=() idle=()
+# The idle case holds thousands of sockets: the daemon inherits this limit.
+ulimit -n "$(( n_idle + 4096 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 for i in $(seq 1 "$runs"); do
     echo "run: round $i/$runs: limit ($n_limit messages)" >&2
     case_limit; limit+=("$result")
@@ -286,6 +348,10 @@ for i in $(seq 1 "$runs"); do
     echo "run: round $i/$runs: rsmtpd maildir ($n_maildir messages)" >&2
     case_maildir "$i"; read -r a e <<<"$result"
     m_acc+=("$a"); m_e2e+=("$e")
+    echo "run: round $i/$runs: rsmtpd, 200 sessions ($n_many small messages)" >&2
+    case_many "$i"; many+=("$result")
+    echo "run: round $i/$runs: rsmtpd, $n_idle idle connections" >&2
+    case_idle "$i"; idle+=("$result")
 done
 
 row() { # NAME UNIT VALUES...
@@ -311,4 +377,6 @@ cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
     row "rsmtpd relay, peak PSS (all processes)" "MiB" "${r_pss[@]}"
     row "rsmtpd maildir, accept ($n_maildir msgs)" "msg/s" "${m_acc[@]}"
     row "rsmtpd maildir, end to end" "msg/s" "${m_e2e[@]}"
+    row "rsmtpd 200 sessions, end to end ($n_many msgs of 512 B)" "msg/s" "${many[@]}"
+    row "rsmtpd $n_idle idle connections, PSS" "MiB" "${idle[@]}"
 } | tee "$here/results.md"
