@@ -152,12 +152,7 @@ fn submit(inv: &Invocation) -> Result<(), u8> {
 
 /// `<time.random@host>`: unique without coordination (128 random bits).
 fn message_id(now: u64, hostname: &str) -> String {
-    let mut random = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random));
-    if read.is_err() {
-        random[..8].copy_from_slice(&u64::from(std::process::id()).to_be_bytes());
-    }
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = random_hex(16).unwrap_or_else(|_| format!("{:x}", std::process::id()));
     format!("<{now}.{hex}@{hostname}>")
 }
 
@@ -277,20 +272,22 @@ fn offline(config: &Config, inv: &Invocation, prepared: Prepared) -> Result<(), 
     Ok(())
 }
 
+/// `n` random bytes from the system, in hex.
+fn random_hex(n: usize) -> std::io::Result<String> {
+    let mut bytes = vec![0u8; n];
+    rsmtpd_queue::Urandom::open()?.fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A new file, never an existing one or a link (the folder is writable by
 /// everyone), written and synced before it is given its final name.
 fn write_offline(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut random = [0u8; 8];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
     let base = format!(
         "{}.{}.{}",
         crate::clock::now(),
         std::process::id(),
-        random
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+        random_hex(8)?
     );
     let tmp = dir.join(format!(".{base}.tmp"));
     let mut f = std::fs::OpenOptions::new()

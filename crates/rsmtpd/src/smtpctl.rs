@@ -238,10 +238,16 @@ fn command(pattern: &[&str], args: &[String]) -> Result<Command, String> {
     })
 }
 
+/// The daemon's configuration (`-f`, `RSMTPD_CONFIG` or the default); its
+/// diagnostics were printed.
+fn config(o: &Options) -> Result<Config, String> {
+    crate::sendmail::load_config(&crate::sendmail::config_path(o.config.as_deref()))
+        .map_err(|_| "cannot read the configuration".to_string())
+}
+
 /// Asks the daemon; `show queue` falls back to reading the spool.
 fn run(o: &Options, command: Command) -> Result<(), String> {
-    let config = crate::sendmail::load_config(&crate::sendmail::config_path(o.config.as_deref()))
-        .map_err(|_| "cannot read the configuration".to_string())?;
+    let config = config(o)?;
     let (reply, mut fds) = match ask(&config, command.clone()) {
         Ok(answer) => answer,
         Err(Ask::NotRunning(_)) if command == Command::ShowQueue => {
@@ -329,8 +335,7 @@ fn monitor(o: &Options) -> Result<(), String> {
         ("queue.envelope.removed", false),
         ("queue.bounce", false),
     ];
-    let config = crate::sendmail::load_config(&crate::sendmail::config_path(o.config.as_deref()))
-        .map_err(|_| "cannot read the configuration".to_string())?;
+    let config = config(o)?;
     let mut previous: Option<Vec<u64>> = None;
     let mut out = std::io::stdout().lock();
     for line in 0u64.. {
@@ -456,9 +461,7 @@ pub fn newaliases(args: &[OsString]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let Ok(config) =
-        crate::sendmail::load_config(&crate::sendmail::config_path(o.config.as_deref()))
-    else {
+    let Ok(config) = config(&o) else {
         return ExitCode::from(1);
     };
     match rebuild_aliases(&config) {

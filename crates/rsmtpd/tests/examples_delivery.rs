@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 use rsmtpd_test_support::certs::{Issued, KeyType, TestCa};
 use rsmtpd_test_support::daemon::{Client, Daemon, Setup};
 use rsmtpd_test_support::dns::{DnsServer, Zone};
+use rsmtpd_test_support::examples::{example, rewrite, rewrite_line, sha512_crypt};
 use rsmtpd_test_support::sink::{Behaviour, Sink};
-use rsmtpd_test_support::{reference_dir, temp_dir};
+use rsmtpd_test_support::temp_dir;
 
 fn smtpd() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_smtpd"))
@@ -51,37 +52,6 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// The example's text, from the reference directory.
-fn example(name: &str) -> String {
-    let path = reference_dir().join("examples").join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Replace the line `old` (exactly, whole line) by `new`; `old` must occur
-/// `count` times, so that a changed example is noticed.
-fn rewrite_line(text: &str, old: &str, new: &str, count: usize) -> String {
-    let found = text.lines().filter(|l| *l == old).count();
-    assert_eq!(found, count, "line {old:?} in the example:\n{text}");
-    let mut out: String = text
-        .lines()
-        .map(|l| if l == old { new } else { l })
-        .collect::<Vec<_>>()
-        .join("\n");
-    out.push('\n');
-    out
-}
-
-/// Replace `old` by `new` inside the text; `old` must occur `count` times.
-fn rewrite(text: &str, old: &str, new: &str, count: usize) -> String {
-    assert_eq!(
-        text.matches(old).count(),
-        count,
-        "{old:?} in the example:\n{text}"
-    );
-    text.replace(old, new)
-}
-
-/// The spool line every test adds (an rsmtpd extension).
 fn with_queue_path(text: &str) -> String {
     format!("queue path \"{{spool}}\"\n{text}")
 }
@@ -408,16 +378,6 @@ fn example_02(files: &Path, port: u16) -> String {
         1,
     );
     with_queue_path(&conf)
-}
-
-/// A crypt(3) hash, made by openssl as an admin would.
-fn sha512_crypt(password: &str) -> String {
-    let out = Command::new("openssl")
-        .args(["passwd", "-6", password])
-        .output()
-        .expect("openssl passwd");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// The smarthost of example 02: another rsmtpd on 127.0.0.18 that wants

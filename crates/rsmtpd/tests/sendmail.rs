@@ -7,10 +7,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use rsmtpd_test_support::daemon::{Daemon, Setup, current_user, default_body};
+use rsmtpd_test_support::daemon::{Daemon, Setup, command_as, current_user, default_body};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -43,20 +43,7 @@ fn sendmail_link(d: &Daemon) -> PathBuf {
 /// only, through setpriv).
 fn sendmail(d: &Daemon, args: &[&str], input: &[u8], user: Option<&str>) -> Output {
     let link = sendmail_link(d);
-    let mut cmd = match user {
-        Some(u) => {
-            let mut c = Command::new("setpriv");
-            c.args([
-                &format!("--reuid={u}"),
-                &format!("--regid={u}"),
-                "--init-groups",
-                "--",
-            ])
-            .arg(&link);
-            c
-        }
-        None => Command::new(&link),
-    };
+    let mut cmd = command_as(&link, user);
     let mut child = cmd
         .args(args)
         .env("RSMTPD_CONFIG", &d.config)

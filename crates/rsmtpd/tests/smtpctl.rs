@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use std::time::{Duration, Instant};
 
-use rsmtpd_test_support::daemon::{Daemon, Setup, default_body};
+use rsmtpd_test_support::daemon::{Daemon, Setup, command_as, default_body};
 use rsmtpd_test_support::temp_dir;
 
 fn smtpctl(dir: &Path) -> PathBuf {
@@ -127,20 +127,7 @@ fn daemon(name: &str, args: &[&str]) -> Daemon {
 /// given (root only).
 fn ctl(d: &Daemon, args: &[&str], user: Option<&str>) -> (i32, String, String) {
     let link = smtpctl(&d.dir);
-    let mut cmd = match user {
-        Some(u) => {
-            let mut c = Command::new("setpriv");
-            c.args([
-                &format!("--reuid={u}"),
-                &format!("--regid={u}"),
-                "--init-groups",
-                "--",
-            ])
-            .arg(&link);
-            c
-        }
-        None => Command::new(&link),
-    };
+    let mut cmd = command_as(&link, user);
     let out = cmd
         .args(args)
         .env("RSMTPD_CONFIG", &d.config)

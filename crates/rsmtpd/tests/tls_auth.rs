@@ -23,10 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rsmtpd_test_support::certs::{Issued, KeyType, TestCa};
-use rsmtpd_test_support::daemon::{Client, Daemon, Setup, TlsStream, current_user, free_port};
-use rsmtpd_test_support::{reference_dir, temp_dir};
+use rsmtpd_test_support::daemon::{
+    Client, Daemon, Setup, TlsStream, current_user, free_port, tls_stream,
+};
+use rsmtpd_test_support::examples::{example, rewrite, sha512_crypt};
+use rsmtpd_test_support::temp_dir;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 fn smtpd() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_smtpd"))
@@ -86,24 +89,12 @@ fn pki(name: &str, issued: &Issued) -> String {
     )
 }
 
-/// A sha512-crypt hash made by `openssl passwd -6`, as an admin makes one.
-fn crypt(password: &str) -> String {
-    let out = Command::new("openssl")
-        .args(["passwd", "-6", password])
-        .output()
-        .expect("openssl passwd (scripts/setup.sh installs openssl)");
-    assert!(out.status.success(), "openssl passwd failed");
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(hash.starts_with("$6$"), "{hash}");
-    hash
-}
-
 /// `table creds { joe = hash, ann = hash }`.
 fn creds_table() -> String {
     format!(
         "table creds {{ \"{USER}\" = \"{}\", \"{USER2}\" = \"{}\" }}\n",
-        crypt(PASSWORD),
-        crypt(PASSWORD2)
+        sha512_crypt(PASSWORD),
+        sha512_crypt(PASSWORD2)
     )
 }
 
@@ -281,13 +272,6 @@ fn run(cmd: &mut Command, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A TLS client stream over `tcp`, not yet shaken hands.
-fn tls_over(tcp: TcpStream, config: Arc<rustls::ClientConfig>, name: &str) -> TlsStream {
-    let name = ServerName::try_from(name.to_owned()).unwrap();
-    let conn = rustls::ClientConnection::new(config, name).unwrap();
-    rustls::StreamOwned::new(conn, tcp)
 }
 
 /// A TCP connection to `to` from the loopback address `source`.
@@ -484,7 +468,7 @@ fn starttls_injection(name: &str, injected: &str, after_tls: impl Fn(&mut Wire<T
         _ => {}
     }
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut tls = tls_over(tcp, certs.config(), "mx.test");
+    let mut tls = tls_stream(tcp, certs.config(), "mx.test");
     if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
         // Failing the handshake is a correct answer too; the server
         // must then be gone.
@@ -961,7 +945,7 @@ fn auth_failures_close_the_session_and_block_the_address() {
     w.cmd("EHLO other.example");
     assert_eq!(w.cmd("STARTTLS"), "220 2.0.0 Ready to start TLS\r\n");
     let mut w = Wire {
-        s: tls_over(w.s, certs.config(), "mx.test"),
+        s: tls_stream(w.s, certs.config(), "mx.test"),
     };
     w.cmd("EHLO other.example");
     assert_eq!(
@@ -1077,7 +1061,7 @@ fn verify_requires_a_client_certificate_from_the_ca() {
         let tcp = TcpStream::connect(d.addr()).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut w = Wire {
-            s: tls_over(tcp, config, "mx.test"),
+            s: tls_stream(tcp, config, "mx.test"),
         };
         let got = w.reply();
         assert!(
@@ -1113,7 +1097,7 @@ fn verify_requires_a_client_certificate_from_the_ca() {
     w.cmd("EHLO client.example");
     assert_eq!(w.cmd("STARTTLS"), "220 2.0.0 Ready to start TLS\r\n");
     let mut w = Wire {
-        s: tls_over(w.s, certs.config(), "mx.test"),
+        s: tls_stream(w.s, certs.config(), "mx.test"),
     };
     // The write may already meet the server's alert: only the reply counts.
     let _ = w.s.write_all(b"EHLO client.example\r\n");
@@ -1564,23 +1548,6 @@ fn only_crypto_holds_the_private_keys() {
 }
 
 // ------------------------------------------- 10. reference examples
-
-/// The example's text, from the reference directory.
-fn example(name: &str) -> String {
-    let path = reference_dir().join("examples").join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Replace `old` by `new` inside the text; `old` must occur `count` times,
-/// so that a changed example is noticed.
-fn rewrite(text: &str, old: &str, new: &str, count: usize) -> String {
-    assert_eq!(
-        text.matches(old).count(),
-        count,
-        "{old:?} in the example:\n{text}"
-    );
-    text.replace(old, new)
-}
 
 /// 12 (OpenSMTPD's 2019 CI TLS test): STARTTLS with auth-optional on the
 /// default port, smtps on 465 and tls-require + auth on 587, one

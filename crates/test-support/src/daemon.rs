@@ -334,6 +334,25 @@ pub fn current_user() -> String {
         .map_or_else(|| "root".to_string(), |u| u.name)
 }
 
+/// A command for `program`, run as `user` when given (through setpriv,
+/// so the caller must be root), else as the caller.
+pub fn command_as(program: &Path, user: Option<&str>) -> Command {
+    match user {
+        Some(u) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                &format!("--reuid={u}"),
+                &format!("--regid={u}"),
+                "--init-groups",
+                "--",
+            ])
+            .arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A minimal SMTP client for byte-exact tests: send raw bytes, read
 /// replies. Plaintext, or TLS after [`Client::starttls`] / [`Client::connect_tls`].
 pub struct Client<S: Read + Write = TcpStream> {
@@ -397,7 +416,9 @@ impl Client {
     }
 }
 
-fn tls_stream(
+/// A TLS client stream over `stream`, not yet shaken hands (rustls does
+/// the handshake at the first read or write).
+pub fn tls_stream(
     stream: TcpStream,
     config: std::sync::Arc<rustls::ClientConfig>,
     server_name: &str,

@@ -32,5 +32,6 @@ pub fn temp_dir(name: &str) -> PathBuf {
 pub mod certs;
 pub mod daemon;
 pub mod dns;
+pub mod examples;
 pub mod load;
 pub mod sink;

@@ -343,13 +343,10 @@ fn reload_blockers(old: &Config, new: &Config) -> Vec<&'static str> {
         }
         _ => Vec::new(),
     });
-    let decl = |c: &Config, id: rsmtpd_config::model::TableId| {
-        c.tables.get(id.0).map(|t| format!("{:?}", t.decl))
+    let changed = |id: rsmtpd_config::model::TableId| {
+        old.tables.get(id.0).map(|t| &t.decl) != new.tables.get(id.0).map(|t| &t.decl)
     };
-    if relay_tables
-        .into_iter()
-        .any(|id| decl(old, id) != decl(new, id))
-    {
+    if relay_tables.into_iter().any(changed) {
         out.push("tables of relay actions");
     }
     out
