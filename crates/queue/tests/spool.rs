@@ -298,11 +298,10 @@ fn remove_envelopes_then_message() {
     spool.open_message(m).unwrap();
     assert!(spool.remove_envelope(envs[1].id).unwrap());
     assert!(!msg_dir(&d.spool(), m).exists());
-    assert!(
-        fs::read_dir(d.spool().join("purge"))
-            .unwrap()
-            .next()
-            .is_none()
+    // Kept as the one spare for the next message.
+    assert_eq!(
+        entries(&d.spool().join("purge")),
+        vec!["spare.1".to_owned()]
     );
     assert!(matches!(
         spool.open_message(m),
@@ -314,6 +313,90 @@ fn remove_envelopes_then_message() {
     ));
     let report = spool.load().unwrap();
     assert!(report.envelopes.is_empty() && report.moved_aside.is_empty());
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A finished message's directory and files serve the next message: no
+/// new inode, the old data and envelopes gone, the new ones whole.
+#[test]
+fn finished_directories_are_reused_without_a_trace_of_their_last_message() {
+    use std::os::unix::fs::MetadataExt;
+    let d = TestDir::new("reuse");
+    let spool = Spool::open(d.spool()).unwrap();
+    let (m1, envs1) = committed(&spool, 3);
+    let dir_ino = fs::metadata(msg_dir(&d.spool(), m1)).unwrap().ino();
+    let file_ino = fs::metadata(msg_dir(&d.spool(), m1).join("message"))
+        .unwrap()
+        .ino();
+    let env_inos: Vec<u64> = envs1
+        .iter()
+        .map(|e| {
+            fs::metadata(msg_dir(&d.spool(), m1).join(e.id.to_string()))
+                .unwrap()
+                .ino()
+        })
+        .collect();
+    for e in &envs1 {
+        spool.remove_envelope(e.id).unwrap();
+    }
+    // The next message takes the spare: same directory, same message
+    // file, empty.
+    let (m2, mut f) = spool.create_message().unwrap();
+    assert!(entries(&d.spool().join("purge")).is_empty());
+    let incoming = d.spool().join("incoming").join(m2.to_string());
+    assert_eq!(fs::metadata(&incoming).unwrap().ino(), dir_ino);
+    let message = incoming.join("message");
+    assert_eq!(fs::metadata(&message).unwrap().ino(), file_ino);
+    assert_eq!(fs::metadata(&message).unwrap().len(), 0);
+    f.write_all(b"short\r\n").unwrap();
+    // One recipient now: one old envelope file is reused, two go.
+    let e2 = envelope(spool.new_envelope_id(m2).unwrap(), "new@example.net");
+    spool.commit(m2, vec![e2.clone()]).unwrap();
+    let dir2 = msg_dir(&d.spool(), m2);
+    assert_eq!(entries(&dir2), {
+        let mut v = vec!["message".to_owned(), e2.id.to_string()];
+        v.sort();
+        v
+    });
+    let e2_ino = fs::metadata(dir2.join(e2.id.to_string())).unwrap().ino();
+    assert!(env_inos.contains(&e2_ino));
+    let mut data = Vec::new();
+    spool
+        .open_message(m2)
+        .unwrap()
+        .read_to_end(&mut data)
+        .unwrap();
+    assert_eq!(data, b"short\r\n");
+    let report = Spool::open(d.spool()).unwrap().load().unwrap();
+    assert_eq!(report.envelopes, vec![e2]);
+    assert!(report.moved_aside.is_empty());
+}
+
+/// An aborted message's directory is a spare too; spares left at a stop
+/// are gone after start-up.
+#[test]
+fn aborted_directories_are_spares_and_start_up_clears_spares() {
+    let d = TestDir::new("abort-spare");
+    let spool = Spool::open(d.spool()).unwrap();
+    let (m, mut f) = spool.create_message().unwrap();
+    f.write_all(b"half a message").unwrap();
+    spool.abort(m).unwrap();
+    assert!(!d.spool().join("incoming").join(m.to_string()).exists());
+    assert_eq!(
+        entries(&d.spool().join("purge")),
+        vec!["spare.1".to_owned()]
+    );
+    let report = Spool::open(d.spool()).unwrap().load().unwrap();
+    assert_eq!(report.purged, vec![d.spool().join("purge").join("spare.1")]);
+    assert!(entries(&d.spool().join("purge")).is_empty());
 }
 
 #[test]

@@ -294,31 +294,21 @@ impl Queue {
 
     fn smtp_request(&mut self, msg: SmtpToQueue) {
         match msg {
+            // Both touch the disk: on a blocking thread, so the loop keeps
+            // serving commits and deliveries meanwhile.
             SmtpToQueue::Create { id } => {
-                let reply = match self.spool.create_message() {
-                    Ok((msgid, file)) => (
-                        QueueToSmtp::Created {
-                            id,
-                            msgid: msgid.get(),
-                        },
-                        vec![OwnedFd::from(file)],
-                    ),
-                    Err(e) => {
-                        log_warn!("queue: cannot create message: {e}");
-                        (
-                            QueueToSmtp::CreateFailed {
-                                id,
-                                reason: "Temporary queue failure".into(),
-                            },
-                            Vec::new(),
-                        )
-                    }
-                };
-                let _ = self.smtp.send(reply);
+                let spool = self.spool.clone();
+                let smtp = self.smtp.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = smtp.send(create_reply(&spool, id));
+                });
             }
             SmtpToQueue::Abort { msgid } => {
                 if let Some(m) = MsgId::new(msgid) {
-                    let _ = self.spool.abort(m);
+                    let spool = self.spool.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let _ = spool.abort(m);
+                    });
                 }
             }
             SmtpToQueue::Commit {
@@ -983,12 +973,17 @@ impl Queue {
         }]);
     }
 
-    /// Remove a finished envelope from disk, memory and the schedule.
+    /// Remove a finished envelope from disk, memory and the schedule. The
+    /// files go on a blocking thread: nothing waits for them.
     fn finish(&mut self, e: &Envelope) {
         self.counters.dequeued += 1;
-        if let Err(err) = self.spool.remove_envelope(e.id) {
-            log_warn!("queue: envelope {}: cannot remove: {err}", e.id);
-        }
+        let spool = self.spool.clone();
+        let evpid = e.id;
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = spool.remove_envelope(evpid) {
+                log_warn!("queue: envelope {evpid}: cannot remove: {err}");
+            }
+        });
         let _ = self
             .scheduler
             .send((QueueToScheduler::Remove { evpid: e.id.get() }, Vec::new()));
@@ -1209,6 +1204,29 @@ impl Queue {
 /// The report a sender asked for with NOTIFY=SUCCESS, when it is ours to
 /// send (RFC 3461 section 5.2.2: "relayed" where the next hop takes no
 /// NOTIFY, nothing where it does).
+/// A new message under incoming/ for a session, or why not.
+fn create_reply(spool: &Spool, id: u64) -> (QueueToSmtp, Vec<OwnedFd>) {
+    match spool.create_message() {
+        Ok((msgid, file)) => (
+            QueueToSmtp::Created {
+                id,
+                msgid: msgid.get(),
+            },
+            vec![OwnedFd::from(file)],
+        ),
+        Err(e) => {
+            log_warn!("queue: cannot create message: {e}");
+            (
+                QueueToSmtp::CreateFailed {
+                    id,
+                    reason: "Temporary queue failure".into(),
+                },
+                Vec::new(),
+            )
+        }
+    }
+}
+
 fn success_notice(envelope: &Envelope, outcome: &Outcome) -> Option<Notice> {
     let asked = matches!(
         envelope.dsn_notify,
