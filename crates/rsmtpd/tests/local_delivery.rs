@@ -177,6 +177,80 @@ fn mda_runs_as_the_user_with_the_message_on_stdin() {
     );
 }
 
+/// Deliveries to one account, one after the other, are made by one
+/// delivery child that waits between them; another account gets its own;
+/// an idle child goes once its keepalive is over.
+#[test]
+fn one_delivery_child_serves_an_account_and_goes_when_idle() {
+    if !root() {
+        return;
+    }
+    let out = rsmtpd_test_support::temp_dir("mda-children");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = out.display().to_string();
+    // The shell's parent is the delivery child.
+    let body = format!(
+        "queue path \"{{spool}}\"\nlisten on 127.0.0.1 port {{port}}\n\
+         action \"mda\" mda \"echo $PPID >> {o}/%{{user.username}}.pids\"\n\
+         match from any for domain \"example.org\" action \"mda\"\n"
+    );
+    let d = Daemon::start(
+        smtpd(),
+        &Setup {
+            name: "mda-children",
+            body: &body,
+            args: &[],
+            env: &[],
+        },
+    );
+    let delivered = || d.log().matches("stat=Delivered").count();
+    for (n, to) in [
+        "rsmtpdtest1@example.org",
+        "rsmtpdtest1@example.org",
+        "rsmtpdtest2@example.org",
+        "rsmtpdtest1@example.org",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        send(&d, to, "Subject: again\r\n\r\nand again");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while delivered() <= n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(delivered(), n + 1, "log:\n{}", d.log());
+    }
+    let pids = |user: &str| -> Vec<u32> {
+        std::fs::read_to_string(out.join(format!("{user}.pids")))
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    let one = pids("rsmtpdtest1");
+    let two = pids("rsmtpdtest2");
+    assert_eq!(one.len(), 3);
+    assert!(one.iter().all(|p| *p == one[0]), "{one:?}");
+    assert_eq!(two.len(), 1);
+    assert_ne!(one[0], two[0]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", one[0])).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().nth(1).unwrap(),
+        uid_of("rsmtpdtest1").to_string()
+    );
+    // Idle for the keepalive (5 s), then closed and reaped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while (Path::new(&format!("/proc/{}", one[0])).exists()
+        || Path::new(&format!("/proc/{}", two[0])).exists())
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!Path::new(&format!("/proc/{}", one[0])).exists());
+    assert!(!Path::new(&format!("/proc/{}", two[0])).exists());
+}
+
 #[test]
 fn root_is_never_delivered_to_through_an_mda() {
     if !root() {
@@ -412,14 +486,23 @@ fn lmtp_delivers_several_recipients_in_one_transaction_with_replies_each() {
     assert_eq!(attempts(three, "PermFail"), 1, "log:\n{}", d.log());
 }
 
-/// The pid of a running `smtpd --deliver` child, if any.
-fn delivery_child() -> Option<i32> {
+/// The pid of a running `smtpd --deliver` child of the daemon `parent`
+/// (other tests' daemons have theirs), if any.
+fn delivery_child(parent: u32) -> Option<i32> {
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if cmdline.split(|b| *b == 0).any(|a| a == b"--deliver") {
+        if !cmdline.split(|b| *b == 0).any(|a| a == b"--deliver") {
+            continue;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let ppid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if ppid == Some(parent) {
             return Some(pid);
         }
     }
@@ -451,6 +534,7 @@ fn a_delivery_killed_while_writing_an_mbox_leaves_no_partial_entry() {
     );
     let mbox = spool.join("rsmtpdtest1");
     // Kill the delivery child once it has started writing.
+    let parent = d.pid().unwrap();
     let watcher = {
         let mbox = mbox.clone();
         std::thread::spawn(move || {
@@ -458,7 +542,7 @@ fn a_delivery_killed_while_writing_an_mbox_leaves_no_partial_entry() {
             while std::time::Instant::now() < deadline {
                 let size = std::fs::metadata(&mbox).map(|m| m.len()).unwrap_or(0);
                 if size > 0
-                    && let Some(pid) = delivery_child()
+                    && let Some(pid) = delivery_child(parent)
                 {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),

@@ -1,10 +1,12 @@
-//! The delivery child: `smtpd --deliver`, started by the parent for one
-//! local delivery, already as the recipient user (uid, gid, no
+//! The delivery child: `smtpd --deliver`, started by the parent for local
+//! deliveries to one account, already as that user (uid, gid, no
 //! supplementary groups, a clean environment, the home as working
-//! directory). Standard input is the message (opened read-only by the
-//! queue); standard output is a socket that carries one request in and the
+//! directory). Standard output is a socket that carries requests in, each
+//! with the message's fd (opened read-only by the queue), and for each the
 //! outcomes out: one per recipient, in the request's order (several only
-//! for LMTP, which delivers a message to many recipients at once).
+//! for LMTP, which delivers a message to many recipients at once). The
+//! parent keeps the child between deliveries to the same account
+//! (roles/delivery_workers.rs) and closes the socket to end it.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -110,24 +112,24 @@ fn run() -> Result<(), String> {
     nix::unistd::dup2_stdout(&null).map_err(|e| e.to_string())?;
     let mut link: BlockingChannel<Report, Request> =
         BlockingChannel::from_fd(sock).map_err(|e| e.to_string())?;
-    let (request, _) = link
-        .recv()
-        .map_err(|e| e.to_string())?
-        .ok_or("no request")?;
-    let message = std::io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| e.to_string())?;
-    let mut message = BufReader::with_capacity(64 * 1024, File::from(message));
-    let mut sent = Ok(());
-    let outcomes = deliver(&request, &mut message, &mut |offset| {
-        sent = link.send(&Report::Writing { offset }, Vec::new());
-    });
-    // Without the parent knowing the offset, writing on would be unsafe;
-    // but the entry is written by now: report the outcome regardless.
-    drop(sent);
-    link.send(&Report::Done(outcomes), Vec::new())
-        .map_err(|e| e.to_string())
+    // One request after the other until the parent closes the socket.
+    while let Some((request, fds)) = link.recv().map_err(|e| e.to_string())? {
+        let Some(message) = fds.into_iter().next() else {
+            return Err("a request without its message".into());
+        };
+        let mut message = BufReader::with_capacity(64 * 1024, File::from(message));
+        let mut sent = Ok(());
+        let outcomes = deliver(&request, &mut message, &mut |offset| {
+            sent = link.send(&Report::Writing { offset }, Vec::new());
+        });
+        // Without the parent knowing the offset, writing on would be
+        // unsafe; but the entry is written by now: report the outcome
+        // regardless.
+        drop(sent);
+        link.send(&Report::Done(outcomes), Vec::new())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// What the child tells the parent, in order: at most one `Writing`, then

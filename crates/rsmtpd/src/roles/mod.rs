@@ -14,6 +14,7 @@ use crate::privsep;
 pub mod control;
 pub mod crypto;
 pub mod deliver;
+pub mod delivery_workers;
 pub mod forward;
 pub mod lookup;
 pub mod mta;

@@ -28,7 +28,8 @@ use crate::links::{
 };
 use crate::logging::visible;
 use crate::privsep::{self, Mode};
-use crate::roles::deliver::{self, DELIVER_FLAG, LmtpRcpt, Method};
+use crate::roles::deliver::{self, LmtpRcpt, Method};
+use crate::roles::delivery_workers;
 use crate::roles::{ROLE_FLAG, RoleError, writer};
 use crate::smtpd::Flags;
 use crate::{log_error, log_info, log_warn};
@@ -413,14 +414,20 @@ async fn supervise(
         .unwrap_or(usize::MAX)
         .max(1);
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(slots));
+    let launcher = std::sync::Arc::new(delivery_workers::Launcher {
+        exe: exe.clone(),
+        mode,
+        debug,
+    });
+    let workers = std::sync::Arc::new(delivery_workers::Pool::default());
     let mut current = config.clone();
     let mut delivery = std::sync::Arc::new(DeliveryContext {
         config,
         tables,
         mode,
-        exe: exe.clone(),
-        debug,
         slots: slots.clone(),
+        launcher: launcher.clone(),
+        workers: workers.clone(),
     });
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => s,
@@ -446,9 +453,9 @@ async fn supervise(
                 config: new.clone(),
                 tables,
                 mode,
-                exe: exe.clone(),
-                debug,
                 slots: slots.clone(),
+                launcher: launcher.clone(),
+                workers: workers.clone(),
             },
             new,
         ))
@@ -460,8 +467,12 @@ async fn supervise(
             return ExitCode::from(1);
         }
     };
+    // Idle delivery children past their keepalive are let go.
+    let mut expiry = tokio::time::interval(Duration::from_secs(1));
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let code = loop {
         tokio::select! {
+            _ = expiry.tick() => workers.expire(),
             _ = term.recv() => {
                 log_info!("smtpd: received SIGTERM, shutting down");
                 break ExitCode::SUCCESS;
@@ -617,11 +628,13 @@ struct DeliveryContext {
     config: Config,
     tables: Vec<Table>,
     mode: Mode,
-    exe: PathBuf,
-    debug: bool,
-    /// `mda limit max-session`: delivery processes at once (shared by the
-    /// contexts of successive reloads).
+    /// `mda limit max-session`: deliveries at once (shared by the
+    /// contexts of successive reloads, as are the two below).
     slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Starts delivery children.
+    launcher: std::sync::Arc<delivery_workers::Launcher>,
+    /// Delivery children between deliveries.
+    workers: std::sync::Arc<delivery_workers::Pool>,
 }
 
 impl DeliveryContext {
@@ -886,7 +899,7 @@ impl DeliveryContext {
             // Without root, only our own .forward can be read as its owner.
             return ForwardResult::None;
         }
-        let mut cmd = tokio::process::Command::new(&self.exe);
+        let mut cmd = tokio::process::Command::new(&self.launcher.exe);
         cmd.arg(READ_FORWARD_FLAG)
             .arg(&owner.home)
             .env_clear()
@@ -917,9 +930,11 @@ impl DeliveryContext {
         }
     }
 
-    /// Run the delivery child as the user and wait for its outcomes, one
-    /// per recipient of the request. Anything short of that (a child that
-    /// dies, hangs or miscounts) is a temporary failure for every one.
+    /// Have a delivery child running as the user deliver `request` and
+    /// wait for its outcomes, one per recipient. Anything short of that (a
+    /// child that dies, hangs or miscounts) is a temporary failure for
+    /// every one. A child that answered in full is kept for the user's
+    /// next delivery (roles/delivery_workers.rs).
     async fn spawn(
         &self,
         user: &Userinfo,
@@ -928,46 +943,36 @@ impl DeliveryContext {
     ) -> Vec<Outcome> {
         let expected = request.method.recipients();
         let all = |text: String| vec![temporary(text); expected];
-        let (mine, theirs) = match rsmtpd_ipc::pair() {
-            Ok(p) => p,
-            Err(e) => return all(format!("socketpair: {e}")),
+        let mut worker = match self.workers.take(user) {
+            Some(w) => w,
+            None => match self.launcher.start(user) {
+                Ok(w) => w,
+                Err(text) => return all(text),
+            },
         };
-        let mut cmd = tokio::process::Command::new(&self.exe);
-        cmd.arg(DELIVER_FLAG)
-            .env_clear()
-            .env("HOME", &user.directory)
-            .env("USER", &user.username)
-            .env("LOGNAME", &user.username)
-            .env("SHELL", "/bin/sh")
-            .env("PATH", "/usr/bin:/bin")
-            .current_dir(if user.directory.is_dir() {
-                user.directory.as_path()
-            } else {
-                Path::new("/")
-            })
-            .stdin(Stdio::from(message))
-            .stdout(Stdio::from(theirs))
-            .stderr(if self.debug {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .kill_on_drop(true);
-        if self.mode == Mode::Root {
-            cmd.uid(user.uid).gid(user.gid);
+        // An idle child may have gone meanwhile: then a fresh one gets the
+        // request (it cannot have started on it).
+        let copy = message.try_clone();
+        if let Err(e) = worker.link.send(request, vec![message]).await {
+            let reused = worker.reused;
+            delivery_workers::kill(worker).await;
+            let (true, Ok(message)) = (reused, copy) else {
+                return all(format!("delivery process: {e}"));
+            };
+            worker = match self.launcher.start(user) {
+                Ok(w) => w,
+                Err(text) => return all(text),
+            };
+            if let Err(e) = worker.link.send(request, vec![message]).await {
+                delivery_workers::kill(worker).await;
+                return all(format!("delivery process: {e}"));
+            }
         }
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return all(format!("cannot start the delivery: {e}")),
-        };
-        drop(cmd);
         // Where an mbox entry started, once the child says it is writing.
         let mut writing: Option<u64> = None;
         let result = tokio::time::timeout(DELIVERY_TIMEOUT, async {
-            let mut link: Channel<deliver::Request, deliver::Report> = Channel::from_fd(mine)?;
-            link.send(request, Vec::new()).await?;
             loop {
-                match link.recv().await? {
+                match worker.link.recv().await? {
                     Some((deliver::Report::Writing { offset }, _)) => writing = Some(offset),
                     Some((deliver::Report::Done(outcomes), _)) => {
                         return Ok::<_, rsmtpd_ipc::IpcError>(Some(outcomes));
@@ -985,15 +990,15 @@ impl DeliveryContext {
             )),
             Ok(Ok(None)) => Err("the delivery process exited without an answer".into()),
             Ok(Err(e)) => Err(format!("delivery process: {e}")),
-            Err(_) => {
-                let _ = child.kill().await;
-                Err("delivery timed out".into())
-            }
+            Err(_) => Err("delivery timed out".into()),
         };
-        let _ = child.wait().await;
         match outcomes {
-            Ok(outcomes) => outcomes,
+            Ok(outcomes) => {
+                self.workers.put_back(user, worker);
+                outcomes
+            }
             Err(text) => {
+                delivery_workers::kill(worker).await;
                 // A child that died while appending left a partial entry:
                 // cut it off now, before anyone appends after it.
                 if let (Some(offset), Method::Mbox { path } | Method::File { path }) =
