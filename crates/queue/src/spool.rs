@@ -389,8 +389,8 @@ impl Spool {
     pub fn create_message(&self) -> Result<(MsgId, File), SpoolError> {
         let (m, dir) = self.reserve_id()?;
         let path = dir.join(MESSAGE);
-        // A spare's message file is reused, emptied; a fresh directory
-        // gets a new one.
+        // A spare's message file is reused (emptied when it was retired);
+        // a fresh directory gets a new one.
         let reused = if is_regular(&path) {
             OpenOptions::new().read(true).write(true).open(&path).ok()
         } else {
@@ -398,7 +398,9 @@ impl Spool {
         };
         let file = match reused {
             Some(f) => {
-                f.set_len(0).map_err(io_err("truncate", &path))?;
+                if f.metadata().map_or(true, |m| m.len() > 0) {
+                    f.set_len(0).map_err(io_err("truncate", &path))?;
+                }
                 f
             }
             None => OpenOptions::new()
@@ -453,12 +455,21 @@ impl Spool {
         };
         let target = self.root.join(PURGE).join(spare_name(n));
         fs::rename(from, &target).map_err(io_err("rename", from))?;
-        let mut spares = self.spares.lock().unwrap_or_else(|p| p.into_inner());
-        if spares.free.len() < MAX_SPARES {
+        let keep = self
+            .spares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .free
+            .len()
+            < MAX_SPARES;
+        // Emptied now, by whoever retires it (off a session's path), so
+        // that taking it over is cheap.
+        let message = target.join(MESSAGE);
+        if keep && (!is_regular(&message) || fs::write(&message, b"").is_ok()) {
+            let mut spares = self.spares.lock().unwrap_or_else(|p| p.into_inner());
             spares.free.push(n);
             return Ok(());
         }
-        drop(spares);
         fs::remove_dir_all(&target).map_err(io_err("remove", &target))
     }
 

@@ -95,8 +95,10 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             Event::Control(m)
         });
         let spool = Arc::new(spool);
+        let (reaper, reaper_thread) = start_reaper(spool.clone())?;
         let mut queue = Queue {
             config: start.config,
+            reaper,
             spool,
             envelopes: HashMap::new(),
             bounces: HashMap::new(),
@@ -113,8 +115,38 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
             counters: Counters::default(),
         };
         queue.resume(report.envelopes);
-        queue.run(events).await
+        let result = queue.run(events).await;
+        // The reaper ends once the queue (its sender) is gone; its pending
+        // removals are done before the process exits.
+        std::mem::drop(queue);
+        let _ = reaper_thread.join();
+        result
     })
+}
+
+/// The thread that removes finished envelopes from the spool, in the order
+/// they finished, off the loop.
+fn start_reaper(
+    spool: Arc<Spool>,
+) -> Result<
+    (
+        std::sync::mpsc::Sender<rsmtpd_queue::EnvelopeId>,
+        std::thread::JoinHandle<()>,
+    ),
+    RoleError,
+> {
+    let (tx, rx) = std::sync::mpsc::channel::<rsmtpd_queue::EnvelopeId>();
+    let thread = std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || {
+            for evpid in rx {
+                if let Err(err) = spool.remove_envelope(evpid) {
+                    log_warn!("queue: envelope {evpid}: cannot remove: {err}");
+                }
+            }
+        })
+        .map_err(|e| RoleError::Setup(format!("reaper thread: {e}")))?;
+    Ok((tx, thread))
 }
 
 /// Everything the loop reacts to.
@@ -173,6 +205,8 @@ struct PendingBounce {
 struct Queue {
     config: Config,
     spool: Arc<Spool>,
+    /// Finished envelopes for the reaper thread to remove from the spool.
+    reaper: std::sync::mpsc::Sender<rsmtpd_queue::EnvelopeId>,
     /// Every committed envelope still pending, by id.
     envelopes: HashMap<u64, Envelope>,
     bounces: HashMap<u64, PendingBounce>,
@@ -294,14 +328,10 @@ impl Queue {
 
     fn smtp_request(&mut self, msg: SmtpToQueue) {
         match msg {
-            // Both touch the disk: on a blocking thread, so the loop keeps
-            // serving commits and deliveries meanwhile.
+            // A spare directory renamed and its file opened: cheap enough
+            // for the loop (a thread hop would cost more).
             SmtpToQueue::Create { id } => {
-                let spool = self.spool.clone();
-                let smtp = self.smtp.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _ = smtp.send(create_reply(&spool, id));
-                });
+                let _ = self.smtp.send(create_reply(&self.spool, id));
             }
             SmtpToQueue::Abort { msgid } => {
                 if let Some(m) = MsgId::new(msgid) {
@@ -973,17 +1003,11 @@ impl Queue {
         }]);
     }
 
-    /// Remove a finished envelope from disk, memory and the schedule. The
-    /// files go on a blocking thread: nothing waits for them.
+    /// Remove a finished envelope from disk (by the reaper: nothing waits
+    /// for it), memory and the schedule.
     fn finish(&mut self, e: &Envelope) {
         self.counters.dequeued += 1;
-        let spool = self.spool.clone();
-        let evpid = e.id;
-        tokio::task::spawn_blocking(move || {
-            if let Err(err) = spool.remove_envelope(evpid) {
-                log_warn!("queue: envelope {evpid}: cannot remove: {err}");
-            }
-        });
+        let _ = self.reaper.send(e.id);
         let _ = self
             .scheduler
             .send((QueueToScheduler::Remove { evpid: e.id.get() }, Vec::new()));
