@@ -77,7 +77,7 @@ impl Committer {
     /// the round that covers this message completed.
     pub fn commit(&self, msgid: MsgId, envelopes: Vec<Envelope>) -> Result<(), SpoolError> {
         let bucket_dir = match self.spool.stage(msgid, &envelopes, None)? {
-            Staged::Done { bucket_dir } => bucket_dir,
+            Staged::Done { bucket_dir, .. } => bucket_dir,
             #[cfg(test)]
             Staged::Stopped => return Ok(()),
         };

@@ -25,13 +25,13 @@
 //! (`recently_deleted`): with three inodes per message that scan was a
 //! third of the daemon's CPU time (docs/performance.md).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::codec::{self, DecodeError, EncodeError, MAX_ENVELOPE_SIZE};
 use crate::envelope::Envelope;
@@ -162,6 +162,10 @@ pub struct Spool {
     rng: Urandom,
     removal: Mutex<()>,
     spares: Mutex<Spares>,
+    /// `incoming/` and the buckets, kept open for their fsyncs at every
+    /// commit (an open bucket is also known to exist).
+    incoming: File,
+    buckets: Mutex<HashMap<String, Arc<File>>>,
 }
 
 /// The directories under purge/ that a new message may take over.
@@ -190,7 +194,10 @@ pub(crate) enum CommitStep {
 
 pub(crate) enum Staged {
     /// Renamed into the queue; these directories still need an fsync.
-    Done { bucket_dir: PathBuf },
+    Done {
+        bucket_dir: PathBuf,
+        bucket: Arc<File>,
+    },
     #[cfg(test)]
     Stopped,
 }
@@ -346,11 +353,15 @@ impl Spool {
         if created {
             sync_dir(&root)?;
         }
+        let incoming_path = root.join(INCOMING);
+        let incoming = File::open(&incoming_path).map_err(io_err("open", &incoming_path))?;
         Ok(Spool {
             root,
             rng,
             removal: Mutex::new(()),
             spares: Mutex::new(Spares::default()),
+            incoming,
+            buckets: Mutex::new(HashMap::new()),
         })
     }
 
@@ -489,9 +500,11 @@ impl Spool {
     /// After an Err the message is not acknowledged; the caller aborts it.
     pub fn commit(&self, msgid: MsgId, envelopes: Vec<Envelope>) -> Result<(), SpoolError> {
         match self.stage(msgid, &envelopes, None)? {
-            Staged::Done { bucket_dir } => {
-                sync_dir(&bucket_dir)?;
-                sync_dir(&self.incoming_root())
+            Staged::Done { bucket_dir, bucket } => {
+                bucket.sync_all().map_err(io_err("fsync", &bucket_dir))?;
+                self.incoming
+                    .sync_all()
+                    .map_err(io_err("fsync", &self.incoming_root()))
             }
             #[cfg(test)]
             Staged::Stopped => Ok(()),
@@ -538,9 +551,10 @@ impl Spool {
         }
         let dir = self.incoming_dir(msgid);
         let message = dir.join(MESSAGE);
-        if !is_regular(&message) {
-            return Err(SpoolError::UnknownMessage(msgid));
-        }
+        let data = File::open(&message)
+            .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
+            .ok_or(SpoolError::UnknownMessage(msgid))?;
         // Files a spare directory still holds from its last message: each
         // is renamed to a new envelope's name and rewritten (no new
         // inode); whatever is left over goes.
@@ -566,9 +580,7 @@ impl Spool {
         }
         // 2. The message data, written by another process through its own
         //    fd: fsync on any fd of the file flushes it.
-        File::open(&message)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err("fsync", &message))?;
+        data.sync_all().map_err(io_err("fsync", &message))?;
         step!(CommitStep::MessageSynced);
         // 3. The message directory: the names of the files in it.
         sync_dir(&dir)?;
@@ -576,16 +588,37 @@ impl Spool {
         // 4. The bucket, created on first use; its name made durable in
         //    queue/ before anything is renamed into it.
         let bucket_dir = self.bucket_dir(msgid);
-        if ensure_dir(&bucket_dir)? {
-            sync_dir(&self.root.join(QUEUE))?;
-        }
+        let bucket = self.bucket(msgid, &bucket_dir)?;
         step!(CommitStep::BucketReady);
         // 5. One rename: the message is in the queue with all its
         //    envelopes, or still in incoming/. Never half.
         let target = self.queue_dir(msgid);
-        fs::rename(&dir, &target).map_err(io_err("rename", &dir))?;
+        if let Err(e) = fs::rename(&dir, &target) {
+            // The bucket may have gone behind our back: look again next time.
+            self.lock_buckets().remove(&msgid.bucket());
+            return Err(io_err("rename", &dir)(e));
+        }
         step!(CommitStep::Renamed);
-        Ok(Staged::Done { bucket_dir })
+        Ok(Staged::Done { bucket_dir, bucket })
+    }
+
+    fn lock_buckets(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<File>>> {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `msgid`'s bucket, open: created on first use, its name made durable
+    /// in queue/ before anything is renamed into it.
+    fn bucket(&self, msgid: MsgId, path: &Path) -> Result<Arc<File>, SpoolError> {
+        let name = msgid.bucket();
+        if let Some(open) = self.lock_buckets().get(&name) {
+            return Ok(open.clone());
+        }
+        if ensure_dir(path)? {
+            sync_dir(&self.root.join(QUEUE))?;
+        }
+        let open = Arc::new(File::open(path).map_err(io_err("open", path))?);
+        self.lock_buckets().insert(name, open.clone());
+        Ok(open)
     }
 
     /// Opens a committed message read-only, for a delivery.
