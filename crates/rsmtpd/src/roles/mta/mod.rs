@@ -35,7 +35,6 @@ use rsmtpd_smtp_proto::command::{Body, MailParams, NotifyOn, Orcpt, RcptParams, 
 use rsmtpd_smtp_proto::reply::Reply;
 use rsmtpd_smtp_proto::server::Recipient;
 use rsmtpd_table::{Service, Table, Value};
-use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
@@ -383,7 +382,9 @@ impl Mta {
                 .map_err(route_failure)?
         };
         let envelope = envelope(req, dispatcher.mail_from.as_deref())?;
-        let mut file = tokio::fs::File::from_std(std::fs::File::from(message));
+        // Read in place: the message was just written, so it is in the
+        // page cache, and a thread hop per read costs more than the read.
+        let mut file = std::fs::File::from(message);
         let mut last = String::from("no route");
         for hop in &hops {
             for addr in &hop.addrs {
@@ -511,7 +512,7 @@ impl Mta {
         at: SocketAddr,
         plan: TlsPlan,
         envelope: &Envelope,
-        file: &mut tokio::fs::File,
+        file: &mut std::fs::File,
     ) -> Attempt {
         let source = match self.source(dispatcher, at).await {
             Ok(source) => source,
@@ -617,14 +618,14 @@ impl Mta {
         mut stream: Conn,
         mails: u64,
         envelope: &Envelope,
-        file: &mut tokio::fs::File,
+        file: &mut std::fs::File,
     ) -> Attempt {
         let mode = if key.lmtp { Mode::Lmtp } else { Mode::Smtp };
         let count = envelope.recipients().len();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
         let mut buf = vec![0u8; 16 * 1024];
         let mut body = vec![0u8; 16 * 1024];
-        if let Err(e) = tokio::io::AsyncSeekExt::rewind(file).await {
+        if let Err(e) = std::io::Seek::rewind(file) {
             tokio::spawn(say_goodbye(s, stream));
             return Attempt::Next(format!("message: {e}"));
         }
@@ -864,30 +865,41 @@ async fn connect(source: Option<IpAddr>, at: SocketAddr) -> std::io::Result<TcpS
 }
 
 /// Write the message through the session's dot-stuffing, then the final
-/// dot, sending output as it fills.
+/// dot: output goes out when 64 KiB are ready, the rest with the dot (one
+/// write for a small message).
 async fn send_body(
     s: &mut ClientSession,
     stream: &mut Conn,
-    file: &mut tokio::fs::File,
+    file: &mut std::fs::File,
     buf: &mut [u8],
 ) -> Result<(), String> {
+    const FLUSH_AT: usize = 64 * 1024;
+    let mut out = Vec::new();
     loop {
-        let n = file.read(buf).await.map_err(|e| format!("message: {e}"))?;
+        let n = std::io::Read::read(file, buf).map_err(|e| format!("message: {e}"))?;
         if n == 0 {
             break;
         }
         let mut chunk = buf.get(..n).unwrap_or_default();
         while !chunk.is_empty() {
             let taken = s.write_body(chunk).map_err(|e| e.to_string())?;
-            let out = s.take_output();
-            stream
-                .write_all(&out)
-                .await
-                .map_err(|e| format!("writing: {e}"))?;
+            out.extend_from_slice(&s.take_output());
+            if out.len() >= FLUSH_AT {
+                stream
+                    .write_all(&out)
+                    .await
+                    .map_err(|e| format!("writing: {e}"))?;
+                out.clear();
+            }
             chunk = chunk.get(taken..).unwrap_or_default();
         }
     }
-    s.end_body().map_err(|e| e.to_string())
+    s.end_body().map_err(|e| e.to_string())?;
+    out.extend_from_slice(&s.take_output());
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| format!("writing: {e}"))
 }
 
 /// Every recipient without an outcome yet fails temporarily with `why`.
