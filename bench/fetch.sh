@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Download the Debian packages the benchmark needs (postfix for smtp-source
-# and smtp-sink; opensmtpd for the later comparison) and unpack them under
-# bench/.cache/root. Nothing is installed or started; nothing outside
-# bench/.cache is written. Safe to run again.
+# Download the Debian packages the benchmark needs (postfix: Postfix itself
+# and its load tools smtp-source and smtp-sink; opensmtpd: OpenSMTPD) and
+# unpack them under bench/.cache/root. Nothing is installed or started;
+# nothing outside bench/.cache is written. Safe to run again.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -46,4 +46,20 @@ for tool in smtp-source smtp-sink; do
         exit 1
     fi
 done
-echo "fetch: ok: smtp-source and smtp-sink in $root/usr/sbin" >&2
+# The servers bench/run.sh compares rsmtpd with. postconf loads Postfix's
+# libraries as its daemons do; OpenSMTPD's smtpd -h prints its version.
+for bin in "$root/usr/lib/postfix/sbin/master" "$root/usr/sbin/smtpd"; do
+    [[ -x "$bin" ]] || { echo "fetch: $bin missing" >&2; exit 1; }
+done
+if ! "$root/usr/sbin/postconf" -d mail_version >/dev/null 2>&1; then
+    echo "fetch: Postfix's postconf does not run:" >&2
+    "$root/usr/sbin/postconf" -d mail_version >&2 || true
+    exit 1
+fi
+out="$("$root/usr/sbin/smtpd" -h 2>&1 || true)"
+if ! grep -qi 'version' <<<"$out"; then
+    echo "fetch: OpenSMTPD's smtpd does not run:" >&2
+    echo "$out" >&2
+    exit 1
+fi
+echo "fetch: ok: Postfix, OpenSMTPD, smtp-source and smtp-sink in $root" >&2
