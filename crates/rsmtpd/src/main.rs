@@ -39,9 +39,6 @@ fn main() -> ExitCode {
         Some(roles::offline::OFFLINE_FLAG) => {
             return sendmail::offline_main(args.get(1..).unwrap_or_default());
         }
-        Some(roles::forward::READ_FORWARD_FLAG) => {
-            return roles::forward::main(args.get(1).and_then(|a| a.to_str()));
-        }
         _ => {}
     }
     let name = Path::new(&argv0)

@@ -19,7 +19,7 @@ use rsmtpd_delivery::{Class, lmtp, maildir, mbox, mda};
 use rsmtpd_ipc::BlockingChannel;
 use serde::{Deserialize, Serialize};
 
-use crate::links::Outcome;
+use crate::links::{ForwardResult, Outcome};
 
 /// The argument that starts a delivery child.
 pub const DELIVER_FLAG: &str = "--deliver";
@@ -110,10 +110,24 @@ fn run() -> Result<(), String> {
         .open("/dev/null")
         .map_err(|e| e.to_string())?;
     nix::unistd::dup2_stdout(&null).map_err(|e| e.to_string())?;
-    let mut link: BlockingChannel<Report, Request> =
+    let mut link: BlockingChannel<Report, Job> =
         BlockingChannel::from_fd(sock).map_err(|e| e.to_string())?;
-    // One request after the other until the parent closes the socket.
-    while let Some((request, fds)) = link.recv().map_err(|e| e.to_string())? {
+    // One job after the other until the parent closes the socket.
+    while let Some((job, fds)) = link.recv().map_err(|e| e.to_string())? {
+        let request = match job {
+            Job::Deliver(request) => request,
+            Job::ReadForward { home } => {
+                let uid = nix::unistd::getuid().as_raw();
+                let answer = match crate::roles::forward::read(&home, uid) {
+                    Ok(Some(text)) => ForwardResult::Found(text),
+                    Ok(None) => ForwardResult::None,
+                    Err(e) => ForwardResult::Refused(e.to_string()),
+                };
+                link.send(&Report::Forward(answer), Vec::new())
+                    .map_err(|e| e.to_string())?;
+                continue;
+            }
+        };
         let Some(message) = fds.into_iter().next() else {
             return Err("a request without its message".into());
         };
@@ -132,15 +146,28 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// What the child tells the parent, in order: at most one `Writing`, then
-/// `Done`.
+/// What the parent asks of the child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Job {
+    /// Deliver; the message comes along as the one fd.
+    Deliver(Request),
+    /// Read the account's `.forward` in `home`, with the checks of
+    /// roles/forward.rs, as the account.
+    ReadForward { home: PathBuf },
+}
+
+/// What the child tells the parent. For a delivery, in order: at most one
+/// `Writing`, then `Done`; for a `.forward`, `Forward`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Report {
     /// An mbox or file entry starts at `offset` and is being written: if
     /// this process dies before `Done`, the parent cuts the file back.
-    Writing { offset: u64 },
+    Writing {
+        offset: u64,
+    },
     /// One outcome per recipient, in the request's order.
     Done(Vec<Outcome>),
+    Forward(ForwardResult),
 }
 
 /// Append to an mbox-format file, telling `report` where the entry starts.

@@ -57,7 +57,7 @@ impl Account {
 /// A running delivery child and its socket.
 pub struct Worker {
     child: tokio::process::Child,
-    pub link: Channel<deliver::Request, deliver::Report>,
+    pub link: Channel<deliver::Job, deliver::Report>,
     served: u32,
     idle_since: Instant,
     /// Whether it came from the pool (it may have died while idle).

@@ -1,28 +1,17 @@
-//! Reading a user's `~/.forward`: the parent starts `smtpd --read-forward
-//! HOME` as that user, so the file is opened with the user's rights only
+//! Reading a user's `~/.forward`: a job for the user's delivery child
+//! (roles/deliver.rs), so the file is opened with the user's rights only
 //! (never root's), and the checks forward(5) implies are made on the
 //! opened file: the home and the file must belong to the user (or root),
 //! must not be writable by group or others, and the file must be a regular
 //! file. A refusal is a temporary failure: the user can fix it.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::process::ExitCode;
-
-/// The argument that starts the reader: `smtpd --read-forward HOME`.
-pub const READ_FORWARD_FLAG: &str = "--read-forward";
 
 /// Larger files are refused: a .forward is a few lines.
 pub const MAX_FORWARD_BYTES: u64 = 64 * 1024;
-
-/// Exit status: the file was read and printed.
-pub const EXIT_FOUND: u8 = 0;
-/// Exit status: there is no .forward (or no home).
-pub const EXIT_NONE: u8 = 1;
-/// Exit status: refused; the reason is on standard error.
-pub const EXIT_REFUSED: u8 = 75;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -38,28 +27,6 @@ pub enum Refusal {
     Sticky(String),
     #[error("{0}: {1}")]
     Io(String, String),
-}
-
-/// Entry point of the reader child.
-pub fn main(home: Option<&str>) -> ExitCode {
-    let Some(home) = home else {
-        return ExitCode::from(EXIT_REFUSED);
-    };
-    let uid = nix::unistd::getuid().as_raw();
-    match read(Path::new(home), uid) {
-        Ok(Some(text)) => {
-            let mut out = std::io::stdout().lock();
-            if out.write_all(text.as_bytes()).is_err() {
-                return ExitCode::from(EXIT_REFUSED);
-            }
-            ExitCode::from(EXIT_FOUND)
-        }
-        Ok(None) => ExitCode::from(EXIT_NONE),
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(EXIT_REFUSED)
-        }
-    }
 }
 
 /// The checks and the read, as the current user.

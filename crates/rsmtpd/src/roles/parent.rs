@@ -890,42 +890,73 @@ impl DeliveryContext {
         }
     }
 
-    /// Read `owner`'s .forward as that user (`smtpd --read-forward HOME`).
+    /// Read `owner`'s .forward as that user: a job for the account's
+    /// delivery child (roles/forward.rs has the checks).
     async fn read_forward(&self, owner: &ForwardOwner) -> ForwardResult {
-        use crate::roles::forward::{EXIT_FOUND, EXIT_NONE, MAX_FORWARD_BYTES, READ_FORWARD_FLAG};
         if let Mode::Unprivileged { uid } = self.mode
             && owner.uid != uid
         {
             // Without root, only our own .forward can be read as its owner.
             return ForwardResult::None;
         }
-        let mut cmd = tokio::process::Command::new(&self.launcher.exe);
-        cmd.arg(READ_FORWARD_FLAG)
-            .arg(&owner.home)
-            .env_clear()
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if self.mode == Mode::Root {
-            cmd.uid(owner.uid).gid(owner.gid);
-        }
-        let run = tokio::time::timeout(Duration::from_secs(10), cmd.output()).await;
-        let output = match run {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => return ForwardResult::Refused(format!("cannot read .forward: {e}")),
-            Err(_) => return ForwardResult::Refused("reading .forward timed out".into()),
+        let user = Userinfo {
+            username: owner.username.clone(),
+            uid: owner.uid,
+            gid: owner.gid,
+            directory: owner.home.clone(),
         };
-        match output.status.code().and_then(|c| u8::try_from(c).ok()) {
-            Some(EXIT_FOUND) if output.stdout.len() as u64 <= MAX_FORWARD_BYTES => {
-                ForwardResult::Found(String::from_utf8_lossy(&output.stdout).into_owned())
+        let job = deliver::Job::ReadForward {
+            home: owner.home.clone(),
+        };
+        let mut worker = match self.hand_over(&user, &job, None).await {
+            Ok(w) => w,
+            Err(why) => return ForwardResult::Refused(format!("cannot read .forward: {why}")),
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(10), worker.link.recv()).await;
+        match answer {
+            Ok(Ok(Some((deliver::Report::Forward(result), _)))) => {
+                self.workers.put_back(&user, worker);
+                result
             }
-            Some(EXIT_NONE) => ForwardResult::None,
-            _ => {
-                let why = String::from_utf8_lossy(&output.stderr);
-                let why = why.lines().next().unwrap_or("unreadable").chars().take(200);
-                ForwardResult::Refused(why.collect())
+            Ok(_) => {
+                delivery_workers::kill(worker).await;
+                ForwardResult::Refused("cannot read .forward: the reader failed".into())
+            }
+            Err(_) => {
+                delivery_workers::kill(worker).await;
+                ForwardResult::Refused("reading .forward timed out".into())
+            }
+        }
+    }
+
+    /// Send `job` (with `fd`, if any) to a child of `user`'s: an idle one,
+    /// else a new one. An idle child may have gone meanwhile: then a new
+    /// one gets the job (it cannot have started on it).
+    async fn hand_over(
+        &self,
+        user: &Userinfo,
+        job: &deliver::Job,
+        fd: Option<OwnedFd>,
+    ) -> Result<delivery_workers::Worker, String> {
+        let mut worker = match self.workers.take(user) {
+            Some(w) => w,
+            None => self.launcher.start(user)?,
+        };
+        let copy = fd.as_ref().map(OwnedFd::try_clone).transpose();
+        let Err(e) = worker.link.send(job, fd.into_iter().collect()).await else {
+            return Ok(worker);
+        };
+        let reused = worker.reused;
+        delivery_workers::kill(worker).await;
+        let (true, Ok(fd)) = (reused, copy) else {
+            return Err(format!("delivery process: {e}"));
+        };
+        let mut worker = self.launcher.start(user)?;
+        match worker.link.send(job, fd.into_iter().collect()).await {
+            Ok(()) => Ok(worker),
+            Err(e) => {
+                delivery_workers::kill(worker).await;
+                Err(format!("delivery process: {e}"))
             }
         }
     }
@@ -943,31 +974,11 @@ impl DeliveryContext {
     ) -> Vec<Outcome> {
         let expected = request.method.recipients();
         let all = |text: String| vec![temporary(text); expected];
-        let mut worker = match self.workers.take(user) {
-            Some(w) => w,
-            None => match self.launcher.start(user) {
-                Ok(w) => w,
-                Err(text) => return all(text),
-            },
+        let job = deliver::Job::Deliver(request.clone());
+        let mut worker = match self.hand_over(user, &job, Some(message)).await {
+            Ok(w) => w,
+            Err(text) => return all(text),
         };
-        // An idle child may have gone meanwhile: then a fresh one gets the
-        // request (it cannot have started on it).
-        let copy = message.try_clone();
-        if let Err(e) = worker.link.send(request, vec![message]).await {
-            let reused = worker.reused;
-            delivery_workers::kill(worker).await;
-            let (true, Ok(message)) = (reused, copy) else {
-                return all(format!("delivery process: {e}"));
-            };
-            worker = match self.launcher.start(user) {
-                Ok(w) => w,
-                Err(text) => return all(text),
-            };
-            if let Err(e) = worker.link.send(request, vec![message]).await {
-                delivery_workers::kill(worker).await;
-                return all(format!("delivery process: {e}"));
-            }
-        }
         // Where an mbox entry started, once the child says it is writing.
         let mut writing: Option<u64> = None;
         let result = tokio::time::timeout(DELIVERY_TIMEOUT, async {
@@ -977,7 +988,8 @@ impl DeliveryContext {
                     Some((deliver::Report::Done(outcomes), _)) => {
                         return Ok::<_, rsmtpd_ipc::IpcError>(Some(outcomes));
                     }
-                    None => return Ok(None),
+                    // Out of turn: a broken child, never used again.
+                    Some((deliver::Report::Forward(_), _)) | None => return Ok(None),
                 }
             }
         })
@@ -988,7 +1000,7 @@ impl DeliveryContext {
                 "the delivery process answered for {} of {expected} recipients",
                 outcomes.len()
             )),
-            Ok(Ok(None)) => Err("the delivery process exited without an answer".into()),
+            Ok(Ok(None)) => Err("the delivery process ended without an answer".into()),
             Ok(Err(e)) => Err(format!("delivery process: {e}")),
             Err(_) => Err("delivery timed out".into()),
         };
