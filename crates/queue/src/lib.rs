@@ -26,5 +26,6 @@ pub use envelope::{
 pub use id::{EnvelopeId, IdError, MsgId};
 pub use random::Urandom;
 pub use spool::{
-    CorruptReason, LoadReport, MovedAside, SPOOL_DIRS, Spool, SpoolError, scan_read_only,
+    CorruptReason, LoadReport, MovedAside, SPOOL_DIRS, Spool, SpoolError, end_message,
+    scan_read_only,
 };

@@ -256,6 +256,37 @@ fn write_synced(path: &Path, data: &[u8], create_new: bool) -> Result<(), SpoolE
     f.sync_all().map_err(io_err("fsync", path))
 }
 
+/// Ends a message file from [`Spool::create_message`] where its writer's
+/// offset is: a reused file is longer, with zeros after what was written.
+pub fn end_message(file: &File) -> io::Result<()> {
+    let mut at = file;
+    let len = io::Seek::stream_position(&mut at)?;
+    file.set_len(len)
+}
+
+/// Overwrites a retired message file with zeros, keeping its blocks; one
+/// larger than [`MAX_BLANKED`] is emptied instead (rare, and zeroing it
+/// would write it all again).
+fn blank(path: &Path) -> io::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    let len = file.metadata()?.len();
+    if len > MAX_BLANKED {
+        return file.set_len(0);
+    }
+    const ZEROS: [u8; 16 * 1024] = [0; 16 * 1024];
+    let mut left = usize::try_from(len).unwrap_or(0);
+    let mut out = &file;
+    while left > 0 {
+        let n = left.min(ZEROS.len());
+        out.write_all(ZEROS.get(..n).unwrap_or_default())?;
+        left -= n;
+    }
+    Ok(())
+}
+
+/// The largest message file a spare keeps its blocks for.
+const MAX_BLANKED: u64 = 256 * 1024;
+
 fn is_regular(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
 }
@@ -395,25 +426,23 @@ impl Spool {
     }
 
     /// Creates a message under incoming/ and returns its id and its file,
-    /// open for writing and empty, to hand to the process that receives
-    /// the data. A spare directory is reused when there is one.
+    /// open for writing at offset 0, to hand to the process that receives
+    /// the data. A spare directory is reused when there is one; its file
+    /// holds only zeros, and whoever writes the message ends it with
+    /// [`end_message`] before the commit.
     pub fn create_message(&self) -> Result<(MsgId, File), SpoolError> {
         let (m, dir) = self.reserve_id()?;
         let path = dir.join(MESSAGE);
-        // A spare's message file is reused (emptied when it was retired);
-        // a fresh directory gets a new one.
+        // A spare's message file is reused as it is: zeroed when it was
+        // retired, its blocks kept (freeing them costs more than writing
+        // them again); a fresh directory gets a new one.
         let reused = if is_regular(&path) {
             OpenOptions::new().read(true).write(true).open(&path).ok()
         } else {
             None
         };
         let file = match reused {
-            Some(f) => {
-                if f.metadata().map_or(true, |m| m.len() > 0) {
-                    f.set_len(0).map_err(io_err("truncate", &path))?;
-                }
-                f
-            }
+            Some(f) => f,
             None => OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -473,10 +502,10 @@ impl Spool {
             .free
             .len()
             < MAX_SPARES;
-        // Emptied now, by whoever retires it (off a session's path), so
-        // that taking it over is cheap.
+        // Nothing of this message may reach the next one's writer: zeroed
+        // now, by whoever retires it (off a session's path).
         let message = target.join(MESSAGE);
-        if keep && (!is_regular(&message) || fs::write(&message, b"").is_ok()) {
+        if keep && (!is_regular(&message) || blank(&message).is_ok()) {
             let mut spares = self.spares.lock().unwrap_or_else(|p| p.into_inner());
             spares.free.push(n);
             return Ok(());

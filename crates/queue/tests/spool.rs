@@ -348,15 +348,18 @@ fn finished_directories_are_reused_without_a_trace_of_their_last_message() {
         spool.remove_envelope(e.id).unwrap();
     }
     // The next message takes the spare: same directory, same message
-    // file, empty.
+    // file, nothing in it but zeros.
     let (m2, mut f) = spool.create_message().unwrap();
     assert!(entries(&d.spool().join("purge")).is_empty());
     let incoming = d.spool().join("incoming").join(m2.to_string());
     assert_eq!(fs::metadata(&incoming).unwrap().ino(), dir_ino);
     let message = incoming.join("message");
     assert_eq!(fs::metadata(&message).unwrap().ino(), file_ino);
-    assert_eq!(fs::metadata(&message).unwrap().len(), 0);
+    let left = fs::read(&message).unwrap();
+    assert_eq!(left.len(), DATA.len());
+    assert!(left.iter().all(|b| *b == 0), "{left:?}");
     f.write_all(b"short\r\n").unwrap();
+    rsmtpd_queue::end_message(&f).unwrap();
     // One recipient now: one old envelope file is reused, two go.
     let e2 = envelope(spool.new_envelope_id(m2).unwrap(), "new@example.net");
     spool.commit(m2, vec![e2.clone()]).unwrap();
@@ -378,6 +381,26 @@ fn finished_directories_are_reused_without_a_trace_of_their_last_message() {
     let report = Spool::open(d.spool()).unwrap().load().unwrap();
     assert_eq!(report.envelopes, vec![e2]);
     assert!(report.moved_aside.is_empty());
+}
+
+/// A large finished message is emptied rather than zeroed: its spare
+/// starts with an empty file.
+#[test]
+fn a_large_message_leaves_an_empty_spare() {
+    let d = TestDir::new("reuse-large");
+    let spool = Spool::open(d.spool()).unwrap();
+    let (m, mut f) = spool.create_message().unwrap();
+    f.write_all(&vec![b'x'; 300 * 1024]).unwrap();
+    let e = envelope(spool.new_envelope_id(m).unwrap(), "big@example.net");
+    spool.commit(m, vec![e.clone()]).unwrap();
+    spool.remove_envelope(e.id).unwrap();
+    let (m2, _f) = spool.create_message().unwrap();
+    let message = d
+        .spool()
+        .join("incoming")
+        .join(m2.to_string())
+        .join("message");
+    assert_eq!(fs::metadata(&message).unwrap().len(), 0);
 }
 
 /// An aborted message's directory is a spare too; spares left at a stop

@@ -1176,7 +1176,8 @@ impl Queue {
             report
                 .write(&mut reader, &mut out)
                 .map_err(|e| e.to_string())?;
-            std::io::Write::flush(&mut out).map_err(|e| e.to_string())
+            let file = out.into_inner().map_err(|e| e.to_string())?;
+            rsmtpd_queue::end_message(&file).map_err(|e| e.to_string())
         })();
         if let Err(e) = result {
             let _ = self.spool.abort(msgid);

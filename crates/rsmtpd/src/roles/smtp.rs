@@ -982,7 +982,12 @@ async fn commit(
     let msg = incoming.ok_or("Temporary queue failure")?;
     let msgid = msg.msgid;
     let size = msg.size;
-    let flushed = !msg.failed && msg.file.into_inner().is_ok();
+    // Flushed, and cut where the writing ended (a reused file is longer).
+    let flushed = !msg.failed
+        && msg
+            .file
+            .into_inner()
+            .is_ok_and(|f| rsmtpd_queue::end_message(&f).is_ok());
     if !flushed {
         shared.queue.send(SmtpToQueue::Abort { msgid });
         return Err("Temporary queue failure: cannot write the message".into());
