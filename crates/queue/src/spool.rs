@@ -21,9 +21,9 @@
 //! Finished message directories are recycled rather than deleted: a new
 //! message takes over a spare directory and the files in it, so that a
 //! steady flow of mail allocates no inodes. On ext4 without a journal,
-//! allocating an inode scans past every inode freed in the last ~30 s
-//! (`recently_deleted`): with three inodes per message that scan was a
-//! third of the daemon's CPU time (docs/performance.md).
+//! allocating an inode scans past every inode freed in the last one to six
+//! minutes (`recently_deleted`): with three inodes per message that scan
+//! was a third of the machine's CPU time (docs/performance.md).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -488,20 +488,13 @@ impl Spool {
     /// when there are enough spares. One rename: a crash leaves it where
     /// it was or in purge/, which start-up empties.
     fn retire(&self, from: &Path) -> Result<(), SpoolError> {
-        let n = {
+        let (n, keep) = {
             let mut spares = self.spares.lock().unwrap_or_else(|p| p.into_inner());
             spares.next += 1;
-            spares.next
+            (spares.next, spares.free.len() < MAX_SPARES)
         };
         let target = self.root.join(PURGE).join(spare_name(n));
         fs::rename(from, &target).map_err(io_err("rename", from))?;
-        let keep = self
-            .spares
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .free
-            .len()
-            < MAX_SPARES;
         // Nothing of this message may reach the next one's writer: zeroed
         // now, by whoever retires it (off a session's path).
         let message = target.join(MESSAGE);

@@ -162,11 +162,10 @@ pub enum Job {
 pub enum Report {
     /// An mbox or file entry starts at `offset` and is being written: if
     /// this process dies before `Done`, the parent cuts the file back.
-    Writing {
-        offset: u64,
-    },
+    Writing { offset: u64 },
     /// One outcome per recipient, in the request's order.
     Done(Vec<Outcome>),
+    /// The answer to `Job::ReadForward`.
     Forward(ForwardResult),
 }
 

@@ -13,6 +13,7 @@
 //! any way (died, hung, miscounted, broke the protocol) is never reused.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -61,22 +62,94 @@ pub struct Worker {
     served: u32,
     idle_since: Instant,
     /// Whether it came from the pool (it may have died while idle).
-    pub reused: bool,
+    reused: bool,
 }
 
-/// How children are started: the same for every account.
-pub struct Launcher {
-    pub exe: PathBuf,
-    pub mode: Mode,
+impl Worker {
+    /// Close the socket and reap the child: it exits at the end of its
+    /// input; one that does not within a few seconds is killed.
+    fn retire(self) {
+        let Worker {
+            mut child, link, ..
+        } = self;
+        drop(link);
+        tokio::spawn(async move {
+            if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        });
+    }
+
+    /// Kill a child that failed its job (hung, or broke the protocol) and
+    /// reap it: it is never used again.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The delivery children: how they are started (the same for every
+/// account) and those waiting between jobs, by account.
+pub struct Workers {
+    exe: PathBuf,
+    mode: Mode,
     /// Children's stderr goes to the daemon's (foreground, `-d`).
-    pub debug: bool,
+    debug: bool,
+    idle: Mutex<HashMap<Account, Vec<Worker>>>,
 }
 
-impl Launcher {
+impl Workers {
+    pub fn new(exe: PathBuf, mode: Mode, debug: bool) -> Workers {
+        Workers {
+            exe,
+            mode,
+            debug,
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Send `job` (with `fd`, if any) to a child of `user`'s: an idle one,
+    /// else a new one. An idle child may have gone meanwhile: then a new
+    /// one gets the job (it cannot have started on it).
+    pub async fn hand_over(
+        &self,
+        user: &Userinfo,
+        job: &deliver::Job,
+        fd: Option<OwnedFd>,
+    ) -> Result<Worker, String> {
+        let mut worker = match self.take(user) {
+            Some(w) => w,
+            None => self.start(user)?,
+        };
+        // Kept for a second try, where one may be needed.
+        let copy = match (&fd, worker.reused) {
+            (Some(fd), true) => fd.try_clone().ok(),
+            _ => None,
+        };
+        let Err(e) = worker.link.send(job, fd.into_iter().collect()).await else {
+            return Ok(worker);
+        };
+        let reused = worker.reused;
+        worker.kill().await;
+        if !reused {
+            return Err(format!("delivery process: {e}"));
+        }
+        let mut worker = self.start(user)?;
+        match worker.link.send(job, copy.into_iter().collect()).await {
+            Ok(()) => Ok(worker),
+            Err(e) => {
+                worker.kill().await;
+                Err(format!("delivery process: {e}"))
+            }
+        }
+    }
+
     /// A new child running as `user` (when the daemon is root), with a
     /// clean environment naming the account and its home as working
     /// directory.
-    pub fn start(&self, user: &Userinfo) -> Result<Worker, String> {
+    fn start(&self, user: &Userinfo) -> Result<Worker, String> {
         let (mine, theirs) = rsmtpd_ipc::pair().map_err(|e| format!("socketpair: {e}"))?;
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.arg(DELIVER_FLAG)
@@ -114,21 +187,13 @@ impl Launcher {
             reused: false,
         })
     }
-}
 
-/// The idle children, by account.
-#[derive(Default)]
-pub struct Pool {
-    idle: Mutex<HashMap<Account, Vec<Worker>>>,
-}
-
-impl Pool {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Account, Vec<Worker>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The most recently idle child for `user`, if one is still fresh.
-    pub fn take(&self, user: &Userinfo) -> Option<Worker> {
+    fn take(&self, user: &Userinfo) -> Option<Worker> {
         let key = Account::of(user);
         let mut map = self.lock();
         let list = map.get_mut(&key)?;
@@ -139,7 +204,7 @@ impl Pool {
         let mut worker = worker?;
         if worker.idle_since.elapsed() >= KEEPALIVE {
             drop(map);
-            retire(worker);
+            worker.retire();
             return None;
         }
         worker.reused = true;
@@ -151,14 +216,14 @@ impl Pool {
     pub fn put_back(&self, user: &Userinfo, mut worker: Worker) {
         worker.served += 1;
         if worker.served >= MAX_DELIVERIES {
-            retire(worker);
+            worker.retire();
             return;
         }
         worker.idle_since = Instant::now();
         let mut map = self.lock();
         if map.values().map(Vec::len).sum::<usize>() >= MAX_IDLE {
             drop(map);
-            retire(worker);
+            worker.retire();
             return;
         }
         map.entry(Account::of(user)).or_default().push(worker);
@@ -180,30 +245,7 @@ impl Pool {
             map.retain(|_, list| !list.is_empty());
         }
         for worker in old {
-            retire(worker);
+            worker.retire();
         }
     }
-}
-
-/// Close a child's socket and reap it: it exits at the end of its input;
-/// one that does not within a few seconds is killed.
-pub fn retire(worker: Worker) {
-    let Worker {
-        mut child, link, ..
-    } = worker;
-    drop(link);
-    tokio::spawn(async move {
-        if tokio::time::timeout(Duration::from_secs(5), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
-        }
-    });
-}
-
-/// Kill a child that failed its delivery (hung, or broke the protocol)
-/// and reap it.
-pub async fn kill(mut worker: Worker) {
-    let _ = worker.child.kill().await;
 }

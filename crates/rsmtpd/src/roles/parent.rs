@@ -414,19 +414,13 @@ async fn supervise(
         .unwrap_or(usize::MAX)
         .max(1);
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(slots));
-    let launcher = std::sync::Arc::new(delivery_workers::Launcher {
-        exe: exe.clone(),
-        mode,
-        debug,
-    });
-    let workers = std::sync::Arc::new(delivery_workers::Pool::default());
+    let workers = std::sync::Arc::new(delivery_workers::Workers::new(exe.clone(), mode, debug));
     let mut current = config.clone();
     let mut delivery = std::sync::Arc::new(DeliveryContext {
         config,
         tables,
         mode,
         slots: slots.clone(),
-        launcher: launcher.clone(),
         workers: workers.clone(),
     });
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -454,7 +448,6 @@ async fn supervise(
                 tables,
                 mode,
                 slots: slots.clone(),
-                launcher: launcher.clone(),
                 workers: workers.clone(),
             },
             new,
@@ -629,12 +622,10 @@ struct DeliveryContext {
     tables: Vec<Table>,
     mode: Mode,
     /// `mda limit max-session`: deliveries at once (shared by the
-    /// contexts of successive reloads, as are the two below).
+    /// contexts of successive reloads, as is the next one).
     slots: std::sync::Arc<tokio::sync::Semaphore>,
-    /// Starts delivery children.
-    launcher: std::sync::Arc<delivery_workers::Launcher>,
-    /// Delivery children between deliveries.
-    workers: std::sync::Arc<delivery_workers::Pool>,
+    /// The delivery children, running and idle.
+    workers: std::sync::Arc<delivery_workers::Workers>,
 }
 
 impl DeliveryContext {
@@ -908,7 +899,7 @@ impl DeliveryContext {
         let job = deliver::Job::ReadForward {
             home: owner.home.clone(),
         };
-        let mut worker = match self.hand_over(&user, &job, None).await {
+        let mut worker = match self.workers.hand_over(&user, &job, None).await {
             Ok(w) => w,
             Err(why) => return ForwardResult::Refused(format!("cannot read .forward: {why}")),
         };
@@ -919,44 +910,12 @@ impl DeliveryContext {
                 result
             }
             Ok(_) => {
-                delivery_workers::kill(worker).await;
+                worker.kill().await;
                 ForwardResult::Refused("cannot read .forward: the reader failed".into())
             }
             Err(_) => {
-                delivery_workers::kill(worker).await;
+                worker.kill().await;
                 ForwardResult::Refused("reading .forward timed out".into())
-            }
-        }
-    }
-
-    /// Send `job` (with `fd`, if any) to a child of `user`'s: an idle one,
-    /// else a new one. An idle child may have gone meanwhile: then a new
-    /// one gets the job (it cannot have started on it).
-    async fn hand_over(
-        &self,
-        user: &Userinfo,
-        job: &deliver::Job,
-        fd: Option<OwnedFd>,
-    ) -> Result<delivery_workers::Worker, String> {
-        let mut worker = match self.workers.take(user) {
-            Some(w) => w,
-            None => self.launcher.start(user)?,
-        };
-        let copy = fd.as_ref().map(OwnedFd::try_clone).transpose();
-        let Err(e) = worker.link.send(job, fd.into_iter().collect()).await else {
-            return Ok(worker);
-        };
-        let reused = worker.reused;
-        delivery_workers::kill(worker).await;
-        let (true, Ok(fd)) = (reused, copy) else {
-            return Err(format!("delivery process: {e}"));
-        };
-        let mut worker = self.launcher.start(user)?;
-        match worker.link.send(job, fd.into_iter().collect()).await {
-            Ok(()) => Ok(worker),
-            Err(e) => {
-                delivery_workers::kill(worker).await;
-                Err(format!("delivery process: {e}"))
             }
         }
     }
@@ -975,7 +934,7 @@ impl DeliveryContext {
         let expected = request.method.recipients();
         let all = |text: String| vec![temporary(text); expected];
         let job = deliver::Job::Deliver(request.clone());
-        let mut worker = match self.hand_over(user, &job, Some(message)).await {
+        let mut worker = match self.workers.hand_over(user, &job, Some(message)).await {
             Ok(w) => w,
             Err(text) => return all(text),
         };
@@ -1010,7 +969,7 @@ impl DeliveryContext {
                 outcomes
             }
             Err(text) => {
-                delivery_workers::kill(worker).await;
+                worker.kill().await;
                 // A child that died while appending left a partial entry:
                 // cut it off now, before anyone appends after it.
                 if let (Some(offset), Method::Mbox { path } | Method::File { path }) =

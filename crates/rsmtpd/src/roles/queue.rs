@@ -124,24 +124,33 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
     })
 }
 
-/// The thread that removes finished envelopes from the spool, in the order
-/// they finished, off the loop.
+/// What the spool no longer needs to keep.
+enum Done {
+    /// An envelope whose delivery is over.
+    Finished(rsmtpd_queue::EnvelopeId),
+    /// A message the session gave up before its commit.
+    Aborted(MsgId),
+}
+
+/// The thread that removes what is done with from the spool, in order, off
+/// the loop: nothing waits for it.
 fn start_reaper(
     spool: Arc<Spool>,
-) -> Result<
-    (
-        std::sync::mpsc::Sender<rsmtpd_queue::EnvelopeId>,
-        std::thread::JoinHandle<()>,
-    ),
-    RoleError,
-> {
-    let (tx, rx) = std::sync::mpsc::channel::<rsmtpd_queue::EnvelopeId>();
+) -> Result<(std::sync::mpsc::Sender<Done>, std::thread::JoinHandle<()>), RoleError> {
+    let (tx, rx) = std::sync::mpsc::channel::<Done>();
     let thread = std::thread::Builder::new()
         .name("reaper".into())
         .spawn(move || {
-            for evpid in rx {
-                if let Err(err) = spool.remove_envelope(evpid) {
-                    log_warn!("queue: envelope {evpid}: cannot remove: {err}");
+            for done in rx {
+                match done {
+                    Done::Finished(evpid) => {
+                        if let Err(err) = spool.remove_envelope(evpid) {
+                            log_warn!("queue: envelope {evpid}: cannot remove: {err}");
+                        }
+                    }
+                    Done::Aborted(msgid) => {
+                        let _ = spool.abort(msgid);
+                    }
                 }
             }
         })
@@ -205,8 +214,8 @@ struct PendingBounce {
 struct Queue {
     config: Config,
     spool: Arc<Spool>,
-    /// Finished envelopes for the reaper thread to remove from the spool.
-    reaper: std::sync::mpsc::Sender<rsmtpd_queue::EnvelopeId>,
+    /// What the reaper thread is to remove from the spool.
+    reaper: std::sync::mpsc::Sender<Done>,
     /// Every committed envelope still pending, by id.
     envelopes: HashMap<u64, Envelope>,
     bounces: HashMap<u64, PendingBounce>,
@@ -335,10 +344,7 @@ impl Queue {
             }
             SmtpToQueue::Abort { msgid } => {
                 if let Some(m) = MsgId::new(msgid) {
-                    let spool = self.spool.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let _ = spool.abort(m);
-                    });
+                    let _ = self.reaper.send(Done::Aborted(m));
                 }
             }
             SmtpToQueue::Commit {
@@ -1003,11 +1009,11 @@ impl Queue {
         }]);
     }
 
-    /// Remove a finished envelope from disk (by the reaper: nothing waits
-    /// for it), memory and the schedule.
+    /// Remove a finished envelope from disk (by the reaper), memory and the
+    /// schedule.
     fn finish(&mut self, e: &Envelope) {
         self.counters.dequeued += 1;
-        let _ = self.reaper.send(e.id);
+        let _ = self.reaper.send(Done::Finished(e.id));
         let _ = self
             .scheduler
             .send((QueueToScheduler::Remove { evpid: e.id.get() }, Vec::new()));
@@ -1226,9 +1232,6 @@ impl Queue {
     }
 }
 
-/// The report a sender asked for with NOTIFY=SUCCESS, when it is ours to
-/// send (RFC 3461 section 5.2.2: "relayed" where the next hop takes no
-/// NOTIFY, nothing where it does).
 /// A new message under incoming/ for a session, or why not.
 fn create_reply(spool: &Spool, id: u64) -> (QueueToSmtp, Vec<OwnedFd>) {
     match spool.create_message() {
@@ -1252,6 +1255,9 @@ fn create_reply(spool: &Spool, id: u64) -> (QueueToSmtp, Vec<OwnedFd>) {
     }
 }
 
+/// The report a sender asked for with NOTIFY=SUCCESS, when it is ours to
+/// send (RFC 3461 section 5.2.2: "relayed" where the next hop takes no
+/// NOTIFY, nothing where it does).
 fn success_notice(envelope: &Envelope, outcome: &Outcome) -> Option<Notice> {
     let asked = matches!(
         envelope.dsn_notify,
