@@ -6,10 +6,7 @@
 //! passwords against credentials tables (system accounts go to the parent,
 //! which alone can read the shadow file) and `senders` tables.
 
-use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rsmtpd_config::expand::{Delivery, ExpandError, Expander, ForwardError, RunAs, Step};
 use rsmtpd_config::model::{Config, Decision};
@@ -17,13 +14,13 @@ use rsmtpd_config::ruleset::{self, MatchContext, Source, Verdict};
 use rsmtpd_ipc::Channel;
 use rsmtpd_queue::LocalTarget;
 use rsmtpd_table::{Table, Userinfo};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::links::{
     AuthVerdict, ChildToParent, ForwardOwner, ForwardResult, FromLookup, ParentToChild, Planned,
     Role, RouteAnswer, RouteQuery, Secret, Start, ToLookup,
 };
-use crate::roles::{ParentLink, Received, RoleError, writer};
+use crate::roles::{ParentLink, Received, RoleError};
 use crate::{log_debug, log_info, log_warn};
 
 /// Include files larger than this are refused (aliases(5) `:include:`).
@@ -68,9 +65,7 @@ pub fn run(start: Start, mut parent: ParentLink, mut fds: Received) -> Result<()
 /// Requests to the parent (.forward files, system passwords), matched to
 /// their answers by id.
 struct ParentRequests {
-    next: AtomicU64,
-    pending: Mutex<HashMap<u64, oneshot::Sender<ParentToChild>>>,
-    out: mpsc::UnboundedSender<(ChildToParent, Vec<OwnedFd>)>,
+    client: std::sync::Arc<super::rpc::Client<ChildToParent, ParentToChild>>,
 }
 
 impl ParentRequests {
@@ -81,13 +76,9 @@ impl ParentRequests {
         mut rx: rsmtpd_ipc::Receiver<ParentToChild>,
         state: std::sync::Arc<State>,
     ) -> (std::sync::Arc<ParentRequests>, oneshot::Receiver<()>) {
-        let requests = std::sync::Arc::new(ParentRequests {
-            next: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
-            out: writer(tx),
-        });
+        let client = super::rpc::Client::new(tx);
+        let routes = client.pending();
         let (stop_tx, stop) = oneshot::channel();
-        let routes = requests.clone();
         tokio::spawn(async move {
             loop {
                 let answer = match rx.recv().await {
@@ -108,32 +99,17 @@ impl ParentRequests {
                     ParentToChild::Forward { id, .. } | ParentToChild::Password { id, .. } => *id,
                     _ => continue,
                 };
-                let waiter = routes
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
-                if let Some(w) = waiter {
-                    let _ = w.send(answer);
-                }
+                routes.answer(id, answer, Vec::new());
             }
+            routes.close();
             let _ = stop_tx.send(());
         });
-        (requests, stop)
+        (std::sync::Arc::new(ParentRequests { client }), stop)
     }
 
     /// One request; `None` if the parent is gone.
     async fn call(&self, make: impl FnOnce(u64) -> ChildToParent) -> Option<ParentToChild> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
-        if self.out.send((make(id), Vec::new())).is_err() {
-            return None;
-        }
-        rx.await.ok()
+        self.client.call(make).await.map(|(answer, _)| answer)
     }
 
     async fn read_forward(&self, user: &Userinfo) -> ForwardResult {

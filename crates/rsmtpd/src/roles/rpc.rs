@@ -1,7 +1,7 @@
 //! Request and answer over a link that many tasks share: each request
 //! gets a fresh id, the answer (which carries it) wakes the task that
-//! asked. Used by smtp (to lookup and the queue) and control (to the queue
-//! and smtp).
+//! asked. Used by smtp (to lookup and the queue), control (to the queue
+//! and smtp) and lookup (to the parent, with a reader of its own).
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -43,10 +43,34 @@ impl Correlated for QueueToSmtp {
 
 type Waiter<Resp> = oneshot::Sender<(Resp, Vec<OwnedFd>)>;
 
+/// The requests waiting for their answers, by id.
+pub struct Pending<Resp> {
+    waiting: Mutex<HashMap<u64, Waiter<Resp>>>,
+}
+
+impl<Resp> Pending<Resp> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter<Resp>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wake the task that asked request `id` (an answer nobody waits for
+    /// is dropped).
+    pub fn answer(&self, id: u64, msg: Resp, fds: Vec<OwnedFd>) {
+        if let Some(w) = self.lock().remove(&id) {
+            let _ = w.send((msg, fds));
+        }
+    }
+
+    /// The link is gone: every waiter gets None.
+    pub fn close(&self) {
+        self.lock().clear();
+    }
+}
+
 /// Request/answer over a link shared by many sessions.
 pub struct Client<Req, Resp> {
     next: AtomicU64,
-    pending: Arc<Mutex<HashMap<u64, Waiter<Resp>>>>,
+    pending: Arc<Pending<Resp>>,
     out: mpsc::UnboundedSender<(Req, Vec<OwnedFd>)>,
 }
 
@@ -57,26 +81,37 @@ where
 {
     pub fn start(channel: Channel<Req, Resp>) -> Arc<Self> {
         let (tx, mut rx) = channel.split();
-        let pending: Arc<Mutex<HashMap<u64, Waiter<Resp>>>> = Arc::new(Mutex::new(HashMap::new()));
-        let routes = pending.clone();
+        let client = Client::new(tx);
+        let routes = client.pending();
         tokio::spawn(async move {
             while let Ok(Some((msg, fds))) = rx.recv().await {
-                let waiter = routes
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&msg.id());
-                if let Some(w) = waiter {
-                    let _ = w.send((msg, fds));
-                }
+                routes.answer(msg.id(), msg, fds);
             }
-            // The link is gone: every waiter gets None.
-            routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            routes.close();
         });
+        client
+    }
+}
+
+impl<Req, Resp> Client<Req, Resp>
+where
+    Req: serde::Serialize + Send + Sync + 'static,
+{
+    /// A client whose answers the caller's own reader routes, through
+    /// [`Client::pending`].
+    pub fn new(tx: rsmtpd_ipc::Sender<Req>) -> Arc<Self> {
         Arc::new(Client {
             next: AtomicU64::new(1),
-            pending,
+            pending: Arc::new(Pending {
+                waiting: Mutex::new(HashMap::new()),
+            }),
             out: writer(tx),
         })
+    }
+
+    /// Where answers go.
+    pub fn pending(&self) -> Arc<Pending<Resp>> {
+        self.pending.clone()
     }
 
     /// Send a request made with a fresh id and wait for its answer; `None`
@@ -84,15 +119,9 @@ where
     pub async fn call(&self, make: impl FnOnce(u64) -> Req) -> Option<(Resp, Vec<OwnedFd>)> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+        self.pending.lock().insert(id, tx);
         if self.out.send((make(id), Vec::new())).is_err() {
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+            self.pending.lock().remove(&id);
             return None;
         }
         rx.await.ok()
