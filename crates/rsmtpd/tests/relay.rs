@@ -711,20 +711,7 @@ fn smtpctl_shows_routes_and_hoststats() {
             env: &[],
         },
     );
-    let link = d.dir.join("smtpctl");
-    std::os::unix::fs::symlink(smtpd(), &link).unwrap();
-    let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(&link)
-            .args(args)
-            .env("RSMTPD_CONFIG", &d.config)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let ctl = |args: &[&str]| d.smtpctl(args, None);
     send(
         &d,
         "a@example.org",

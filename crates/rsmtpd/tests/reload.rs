@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -62,19 +61,10 @@ fn send(addr: std::net::SocketAddr, to: &str) -> bool {
     ok
 }
 
+/// smtpctl's exit code and everything it said.
 fn smtpctl(d: &Daemon, args: &[&str]) -> (i32, String) {
-    let link = d.dir.join("smtpctl");
-    if !link.exists() {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_smtpd"), &link).unwrap();
-    }
-    let out = Command::new(&link)
-        .args(args)
-        .env("RSMTPD_CONFIG", &d.config)
-        .output()
-        .unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
+    let (code, out, err) = d.smtpctl(args, None);
+    (code, out + &err)
 }
 
 #[test]

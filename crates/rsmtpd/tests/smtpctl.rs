@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use std::time::{Duration, Instant};
 
-use rsmtpd_test_support::daemon::{Daemon, Setup, command_as, default_body};
+use rsmtpd_test_support::daemon::{Daemon, Setup, default_body};
 use rsmtpd_test_support::temp_dir;
 
 fn smtpctl(dir: &Path) -> PathBuf {
@@ -123,23 +123,6 @@ fn daemon(name: &str, args: &[&str]) -> Daemon {
     )
 }
 
-/// smtpctl against `d` (its config through RSMTPD_CONFIG), as `user` when
-/// given (root only).
-fn ctl(d: &Daemon, args: &[&str], user: Option<&str>) -> (i32, String, String) {
-    let link = smtpctl(&d.dir);
-    let mut cmd = command_as(&link, user);
-    let out = cmd
-        .args(args)
-        .env("RSMTPD_CONFIG", &d.config)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn submit(d: &Daemon, rcpts: &[&str], body: &str) {
     let link = d.dir.join("sendmail");
     if !link.exists() {
@@ -164,7 +147,7 @@ fn submit(d: &Daemon, rcpts: &[&str], body: &str) {
 fn queue_lines(d: &Daemon, n: usize) -> Vec<String> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let (code, out, err) = ctl(d, &["show", "queue"], None);
+        let (code, out, err) = d.smtpctl(&["show", "queue"], None);
         assert_eq!(code, 0, "{err}");
         let lines: Vec<String> = out.lines().map(str::to_owned).collect();
         if lines.len() == n || Instant::now() > deadline {
@@ -179,9 +162,9 @@ fn queue_lines(d: &Daemon, n: usize) -> Vec<String> {
 fn queue_commands_on_a_running_daemon() {
     // Local deliveries paused from the start: mail waits in the queue.
     let mut d = daemon("smtpctl-queue", &["-P", "mda"]);
-    let (_, status, _) = ctl(&d, &["show", "status"], None);
+    let (_, status, _) = d.smtpctl(&["show", "status"], None);
     assert_eq!(status, "MDA paused\nMTA running\nSMTP running\n");
-    let (_, json, _) = ctl(&d, &["--json", "show", "status"], None);
+    let (_, json, _) = d.smtpctl(&["--json", "show", "status"], None);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["mda"], "paused");
     assert_eq!(json["smtp"], "running");
@@ -209,29 +192,29 @@ fn queue_commands_on_a_running_daemon() {
         line_b.split('|').next().unwrap().to_owned(),
     );
     // The same in JSON.
-    let (_, json, _) = ctl(&d, &["--json", "show", "queue"], None);
+    let (_, json, _) = d.smtpctl(&["--json", "show", "queue"], None);
     assert!(json.contains(&format!("\"evpid\": \"{a}\"")), "{json}");
     // show envelope / show message.
-    let (code, env, _) = ctl(&d, &["show", "envelope", &a], None);
+    let (code, env, _) = d.smtpctl(&["show", "envelope", &a], None);
     assert_eq!(code, 0);
     assert!(env.contains(&format!("id: {a}")), "{env}");
-    let (_, json, _) = ctl(&d, &["--json", "show", "envelope", &a], None);
+    let (_, json, _) = d.smtpctl(&["--json", "show", "envelope", &a], None);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["id"], a.as_str());
     assert_eq!(json["rcpt"], "a@example.org");
-    let (_, json, _) = ctl(&d, &["--json", "show", "stats"], None);
+    let (_, json, _) = d.smtpctl(&["--json", "show", "stats"], None);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["queue.envelope"], 2, "{json}");
-    let (_, msg, _) = ctl(&d, &["sh", "mess", &a], None);
+    let (_, msg, _) = d.smtpctl(&["sh", "mess", &a], None);
     assert!(
         msg.contains("Subject: one") && msg.contains("first"),
         "{msg}"
     );
     // Hold a, let the rest go: only b is delivered.
-    let (code, out, _) = ctl(&d, &["pause", "envelope", &a], None);
+    let (code, out, _) = d.smtpctl(&["pause", "envelope", &a], None);
     assert_eq!((code, out.as_str()), (0, "1 envelope(s) paused\n"));
-    assert!(ctl(&d, &["show", "queue"], None).1.contains("|hold|"));
-    assert_eq!(ctl(&d, &["resume", "mda"], None).1, "resumed\n");
+    assert!(d.smtpctl(&["show", "queue"], None).1.contains("|hold|"));
+    assert_eq!(d.smtpctl(&["resume", "mda"], None).1, "resumed\n");
     let got = d.wait_for_delivered(1, WAIT);
     assert_eq!(got.len(), 1);
     let lines = queue_lines(&d, 1);
@@ -239,18 +222,18 @@ fn queue_commands_on_a_running_daemon() {
     // Held through a restart too; resume envelope and schedule deliver it.
     d.stop();
     // The daemon is down: show queue reads the spool.
-    let (code, out, err) = ctl(&d, &["show", "queue"], None);
+    let (code, out, err) = d.smtpctl(&["show", "queue"], None);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("|hold|") && out.contains("|offline|"), "{out}");
     d.spawn(&[]);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.delivered().len(), 1, "a held envelope was delivered");
     // Released, it is due at once.
-    ctl(&d, &["resume", "envelope", &a], None);
+    d.smtpctl(&["resume", "envelope", &a], None);
     assert_eq!(d.wait_for_delivered(2, WAIT).len(), 2);
     queue_lines(&d, 0);
     // remove: by message id, while deliveries are paused.
-    ctl(&d, &["pause", "mda"], None);
+    d.smtpctl(&["pause", "mda"], None);
     submit(
         &d,
         &["c@example.org", "d@example.org"],
@@ -258,10 +241,10 @@ fn queue_commands_on_a_running_daemon() {
     );
     let lines = queue_lines(&d, 2);
     let msgid = &lines[0][..8];
-    let (code, out, _) = ctl(&d, &["remove", msgid], None);
+    let (code, out, _) = d.smtpctl(&["remove", msgid], None);
     assert_eq!((code, out.as_str()), (0, "2 envelope(s) removed\n"));
     queue_lines(&d, 0);
-    ctl(&d, &["resume", "mda"], None);
+    d.smtpctl(&["resume", "mda"], None);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(d.delivered().len(), 2);
     d.wait_for_log("removed by the administrator", WAIT);
@@ -270,8 +253,12 @@ fn queue_commands_on_a_running_daemon() {
 #[test]
 fn pause_smtp_stops_accepting_until_resumed() {
     let d = daemon("smtpctl-smtp", &[]);
-    assert_eq!(ctl(&d, &["pause", "smtp"], None).1, "paused\n");
-    assert!(ctl(&d, &["show", "status"], None).1.contains("SMTP paused"));
+    assert_eq!(d.smtpctl(&["pause", "smtp"], None).1, "paused\n");
+    assert!(
+        d.smtpctl(&["show", "status"], None)
+            .1
+            .contains("SMTP paused")
+    );
     // The connection waits in the backlog: no greeting while paused.
     let mut s = std::net::TcpStream::connect(d.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(500)))
@@ -281,7 +268,7 @@ fn pause_smtp_stops_accepting_until_resumed() {
         std::io::Read::read(&mut s, &mut buf).is_err(),
         "greeted while paused"
     );
-    assert_eq!(ctl(&d, &["resume", "smtp"], None).1, "resumed\n");
+    assert_eq!(d.smtpctl(&["resume", "smtp"], None).1, "resumed\n");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let n = std::io::Read::read(&mut s, &mut buf).unwrap();
     assert!(buf[..n].starts_with(b"220 "), "{:?}", &buf[..n]);
@@ -299,10 +286,10 @@ fn only_the_admin_changes_things() {
     submit(&d, &["a@example.org"], "Subject: x\n\nx\n");
     queue_lines(&d, 1);
     let user = Some("rsmtpdtest1");
-    let (code, out, _) = ctl(&d, &["show", "stats"], user);
+    let (code, out, _) = d.smtpctl(&["show", "stats"], user);
     assert_eq!(code, 0);
     assert!(out.contains("queue.envelope=1"), "{out}");
-    assert_eq!(ctl(&d, &["show", "status"], user).0, 0);
+    assert_eq!(d.smtpctl(&["show", "status"], user).0, 0);
     for args in [
         &["show", "queue"][..],
         &["remove", "all"],
@@ -311,12 +298,16 @@ fn only_the_admin_changes_things() {
         &["resume", "mda"],
         &["show", "message", "0000000000000001"],
     ] {
-        let (code, _, err) = ctl(&d, args, user);
+        let (code, _, err) = d.smtpctl(args, user);
         assert_eq!(code, 1, "{args:?}");
         assert!(err.contains("permission denied"), "{args:?}: {err}");
     }
     queue_lines(&d, 1);
-    assert!(ctl(&d, &["show", "status"], None).1.contains("MDA paused"));
+    assert!(
+        d.smtpctl(&["show", "status"], None)
+            .1
+            .contains("MDA paused")
+    );
 }
 
 /// Garbage on the control socket (any local user can send it) never
@@ -353,7 +344,7 @@ fn control_socket_abuse() {
     // Another user's command still works (it may wait for a slot: idle
     // connections are dropped after the first-frame timeout).
     drop(idle);
-    let (code, out, err) = ctl(&d, &["show", "status"], None);
+    let (code, out, err) = d.smtpctl(&["show", "status"], None);
     assert_eq!(code, 0, "{err}\n{}", d.log());
     assert!(out.contains("SMTP running"));
     let log = d.log();
@@ -426,11 +417,11 @@ fn update_table_and_newaliases() {
         "550",
         "read again too early"
     );
-    let (code, out, err) = ctl(&d, &["update", "table", "virt"], None);
+    let (code, out, err) = d.smtpctl(&["update", "table", "virt"], None);
     assert_eq!((code, out.as_str()), (0, "table updated\n"), "{err}");
     assert_eq!(rcpt_code(&d, "new@virt.example"), "250");
     assert_eq!(rcpt_code(&d, "old@virt.example"), "550");
-    let (code, _, err) = ctl(&d, &["update", "table", "nosuch"], None);
+    let (code, _, err) = d.smtpctl(&["update", "table", "nosuch"], None);
     assert_eq!(code, 1);
     assert!(err.contains("no table named nosuch"), "{err}");
     // The db table: the text edited, then newaliases.
@@ -482,7 +473,7 @@ fn schedule_tries_now() {
     assert!(fields[12].parse::<u64>().unwrap() > 3000, "{}", lines[0]);
     assert!(!fields[13].is_empty(), "{}", lines[0]);
     std::fs::remove_file(d.maildir()).unwrap();
-    let (code, out, _) = ctl(&d, &["schedule", &fields[0][..8]], None);
+    let (code, out, _) = d.smtpctl(&["schedule", &fields[0][..8]], None);
     assert_eq!((code, out.as_str()), (0, "1 envelope(s) scheduled\n"));
     assert_eq!(d.wait_for_delivered(1, WAIT).len(), 1, "{}", d.log());
     queue_lines(&d, 0);
@@ -496,13 +487,13 @@ fn log_brief_and_verbose() {
     let user = rsmtpd_test_support::daemon::current_user();
     assert_eq!(rcpt_code(&d, &format!("{user}+one@example.org")), "250");
     d.wait_for_log(&format!("route rcpt={user}+one@example.org"), WAIT);
-    assert_eq!(ctl(&d, &["log", "brief"], None).1, "logging brief\n");
+    assert_eq!(d.smtpctl(&["log", "brief"], None).1, "logging brief\n");
     d.wait_for_log("smtpd: logging brief", WAIT);
     // The lookup process got it too (through the parent, shortly after
     // the answer): its debug line is gone.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rcpt_code(&d, &format!("{user}+two@example.org")), "250");
-    assert_eq!(ctl(&d, &["log", "verbose"], None).1, "logging verbose\n");
+    assert_eq!(d.smtpctl(&["log", "verbose"], None).1, "logging verbose\n");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rcpt_code(&d, &format!("{user}+three@example.org")), "250");
     d.wait_for_log(&format!("route rcpt={user}+three@example.org"), WAIT);
@@ -519,7 +510,7 @@ fn log_brief_and_verbose() {
 fn monitor_counts_what_happens() {
     let d = daemon("smtpctl-monitor", &[]);
     let user = rsmtpd_test_support::daemon::current_user();
-    let mut child = Command::new(smtpctl(&d.dir))
+    let mut child = Command::new(d.smtpctl_path())
         .arg("monitor")
         .env("RSMTPD_CONFIG", &d.config)
         .stdout(Stdio::piped())
@@ -579,7 +570,7 @@ fn discover_takes_in_what_was_moved_in() {
     queue_lines(&d, 0);
     std::fs::rename(&aside, bucket.join(&msgid)).unwrap();
     queue_lines(&d, 0);
-    let (code, out, err) = ctl(&d, &["discover", &msgid], None);
+    let (code, out, err) = d.smtpctl(&["discover", &msgid], None);
     assert_eq!(
         (code, out.as_str()),
         (0, "2 envelope(s) discovered\n"),
@@ -588,10 +579,10 @@ fn discover_takes_in_what_was_moved_in() {
     queue_lines(&d, 2);
     // Known now: a second discover finds nothing new.
     assert_eq!(
-        ctl(&d, &["discover", "all"], None).1,
+        d.smtpctl(&["discover", "all"], None).1,
         "0 envelope(s) discovered\n"
     );
-    ctl(&d, &["resume", "mda"], None);
+    d.smtpctl(&["resume", "mda"], None);
     assert_eq!(d.wait_for_delivered(2, WAIT).len(), 2, "{}", d.log());
 }
 
@@ -601,20 +592,20 @@ fn discover_takes_in_what_was_moved_in() {
 fn trace_and_untrace() {
     let d = daemon("smtpctl-trace", &[]);
     let user = rsmtpd_test_support::daemon::current_user();
-    ctl(&d, &["log", "brief"], None);
-    assert_eq!(ctl(&d, &["trace", "rules"], None).1, "tracing rules\n");
+    d.smtpctl(&["log", "brief"], None);
+    assert_eq!(d.smtpctl(&["trace", "rules"], None).1, "tracing rules\n");
     d.wait_for_log("traces 0x400", WAIT);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rcpt_code(&d, &format!("{user}+t1@example.org")), "250");
     d.wait_for_log(&format!("route rcpt={user}+t1@example.org"), WAIT);
     assert_eq!(
-        ctl(&d, &["untrace", "rules"], None).1,
+        d.smtpctl(&["untrace", "rules"], None).1,
         "not tracing rules\n"
     );
     d.wait_for_log("traces 0x0", WAIT);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rcpt_code(&d, &format!("{user}+t2@example.org")), "250");
-    let (code, _, err) = ctl(&d, &["trace", "bogus"], None);
+    let (code, _, err) = d.smtpctl(&["trace", "bogus"], None);
     assert_eq!(code, 1);
     assert!(err.contains("unknown subsystem bogus"), "{err}");
     std::thread::sleep(Duration::from_millis(200));
@@ -630,9 +621,9 @@ fn trace_and_untrace() {
 fn profile_queue_times_commits() {
     let d = daemon("smtpctl-profile", &[]);
     let user = rsmtpd_test_support::daemon::current_user();
-    ctl(&d, &["log", "brief"], None);
+    d.smtpctl(&["log", "brief"], None);
     assert_eq!(
-        ctl(&d, &["profile", "queue"], None).1,
+        d.smtpctl(&["profile", "queue"], None).1,
         "tracing profile-queue\n"
     );
     d.wait_for_log("traces 0x2000", WAIT);
@@ -643,7 +634,7 @@ fn profile_queue_times_commits() {
         "Subject: p\n\nprofiled\n",
     );
     d.wait_for_log("profile: queue commit of message", WAIT);
-    let (code, _, err) = ctl(&d, &["profile", "disk"], None);
+    let (code, _, err) = d.smtpctl(&["profile", "disk"], None);
     assert_eq!(code, 1);
     assert!(err.contains("unknown profiling subsystem disk"), "{err}");
 }

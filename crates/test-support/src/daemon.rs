@@ -159,6 +159,31 @@ impl Daemon {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The `smtpctl` personality of the daemon's binary (a link named
+    /// so in the daemon's directory).
+    pub fn smtpctl_path(&self) -> PathBuf {
+        let link = self.dir.join("smtpctl");
+        if !link.exists() {
+            let _ = std::os::unix::fs::symlink(&self.binary, &link);
+        }
+        link
+    }
+
+    /// Run smtpctl against this daemon (its config through RSMTPD_CONFIG),
+    /// as `user` when given: exit code, stdout, stderr.
+    pub fn smtpctl(&self, args: &[&str], user: Option<&str>) -> (i32, String, String) {
+        let out = command_as(&self.smtpctl_path(), user)
+            .args(args)
+            .env("RSMTPD_CONFIG", &self.config)
+            .output()
+            .unwrap_or_else(|e| panic!("smtpctl: {e}"));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
